@@ -1,0 +1,269 @@
+/*
+ * tide internals: the objects the service thread owns and the modules that
+ * act on them. Public names are tide_*, internal non-static ones tide__*.
+ *
+ * Ownership rule: everything below `owned by the service thread` is touched
+ * only by that thread. App threads talk to it through requests (loop.c) and
+ * never read frames, regions' page tables or counters directly.
+ */
+#ifndef TIDE_INTERNAL_H
+#define TIDE_INTERNAL_H
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <liburing.h>
+#include <uv.h>
+
+#include "tide.h"
+#include "uffd.h"
+
+#define TIDE_MIN_PAGE   4096u
+#define TIDE_MAX_PAGE   (2u << 20)
+#define TIDE_MIN_PAGES  4u          /* a pool holds at least this many pages of a region */
+#define TIDE_NO_FRAME   UINT32_MAX
+
+#define container_of(ptr, type, member) \
+	((type *)((char *)(ptr) - offsetof(type, member)))
+
+static inline bool tide__is_pow2(size_t x) { return x && !(x & (x - 1)); }
+
+/* ---- log.c: diagnostics and the per-thread last error ---- */
+int tide__fail(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void tide__warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void tide__info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+uint64_t tide__now_ns(void);
+
+/* ---- options.c: the one table of TIDE_* options ---- */
+enum tide__opt_kind { OPT_SIZE, OPT_UINT, OPT_INT, OPT_BOOL, OPT_PERCENT, OPT_WRITEBACK };
+struct tide__option {
+	const char *name;        /* environment variable */
+	enum tide__opt_kind kind;
+	size_t offset;           /* in struct tide_options */
+	const char *def;         /* default, as text */
+	const char *help;
+};
+extern const struct tide__option tide__options[];
+extern const size_t tide__noptions;
+int tide__parse_size(const char *s, uint64_t *out);
+int tide__parse_bool(const char *s, int *out);
+int tide__options_check(const struct tide_options *o);
+void tide__options_print(FILE *f, const struct tide_options *o);
+void tide__option_format(const struct tide_options *o, const struct tide__option *opt,
+			 char *buf, size_t len);
+
+/* ---- stats.c: counters and the fault latency histogram ---- */
+#define TIDE_HIST_BUCKETS 512
+struct tide__stats {
+	struct tide_stats c;     /* counters, as the public struct */
+	uint64_t lat_count;
+	uint64_t lat_sum;
+	uint64_t hist[TIDE_HIST_BUCKETS];
+};
+void tide__stats_latency(struct tide__stats *s, uint64_t ns);
+void tide__stats_snapshot(const struct tide__stats *s, struct tide_stats *out);
+
+/* ---- bounce.c: runtime-owned staging memory, registered with io_uring ---- */
+struct tide__bounce {
+	char *base;
+	size_t size;
+	size_t unit;             /* allocation granule: 4 KiB */
+	uint64_t *map;           /* one bit per unit, 1 = in use */
+	size_t nunits;
+	size_t used;             /* units in use */
+	bool registered;         /* io_uring fixed buffer index 0 */
+};
+int tide__bounce_init(struct tide__bounce *b, size_t size);
+void tide__bounce_fini(struct tide__bounce *b);
+void *tide__bounce_get(struct tide__bounce *b, size_t len);
+void tide__bounce_put(struct tide__bounce *b, void *p, size_t len);
+
+/* ---- store I/O: every storage operation is one of these ---- */
+struct tide_io {
+	struct tide_pool *pool;
+	void (*done)(struct tide_io *io, ssize_t res);   /* on the service thread */
+	struct tide_io *next;    /* backlog / cross-thread completion list */
+	int (*start)(struct tide_io *io);                /* (re)issue the operation */
+	int buf_index;           /* registered buffer index for fixed I/O, or -1 */
+	ssize_t res;
+};
+
+/* ---- ring.c: io_uring, its eventfd, fixed buffers ---- */
+int tide__ring_init(struct tide_pool *p);
+void tide__ring_fini(struct tide_pool *p);
+struct io_uring_sqe *tide__ring_sqe(struct tide_pool *p);
+int tide__ring_submit(struct tide_pool *p);
+int tide__ring_reap(struct tide_pool *p);        /* completions handled */
+void tide__io_submit(struct tide_pool *p, struct tide_io *io); /* honours queue depth */
+
+/* ---- store_file.c: the file store, written on struct tide_store_ops ---- */
+extern const struct tide_store_ops tide__file_store_ops;
+int tide__file_store_open(struct tide_pool *p, int fd, int prot, uint64_t end,
+			  void **store);
+
+/* ---- pool.c: frames, budget, CLOCK ---- */
+enum frame_state {
+	FRAME_FREE = 0,
+	FRAME_FILLING,           /* read from the store in flight */
+	FRAME_CLEAN,             /* resident, write-protected, same as the store */
+	FRAME_DIRTY,             /* resident, writable, newer than the store */
+	FRAME_WRITEBACK,         /* write-protected, write to the store in flight */
+};
+
+struct frame {
+	struct region *region;
+	uint64_t page;
+	uint32_t next, prev;     /* CLOCK ring of resident frames, or free list */
+	uint8_t state;
+	uint8_t referenced;      /* CLOCK bit, set by faults on the page */
+	uint8_t want_write;      /* a write fault waits on this fill */
+	uint8_t evicting;        /* drop the page when its write-back completes */
+	uint8_t redirtied;       /* a write arrived while the page was written back */
+	uint8_t prefetch;        /* filled by read-ahead or prefetch */
+	uint64_t t_fault;        /* when the fault was read (latency) */
+};
+
+uint32_t tide__frame_alloc(struct tide_pool *p, struct region *r, uint64_t page);
+void tide__frame_free(struct tide_pool *p, uint32_t f);
+void tide__frame_resident(struct tide_pool *p, uint32_t f); /* join the CLOCK ring */
+static inline struct frame *tide__frame(struct tide_pool *p, uint32_t f);
+bool tide__pool_has_room(struct tide_pool *p, size_t len);
+void tide__pool_reclaim(struct tide_pool *p);   /* evict if above the high watermark */
+void tide__drop_range(struct tide_pool *p, struct region *r, uint64_t page, uint64_t n);
+
+/* ---- region.c ---- */
+struct region {
+	struct tide_pool *pool;
+	char *base;
+	size_t length;
+	size_t page_size;
+	unsigned page_shift;
+	uint64_t npages;
+	uint64_t store_off;
+	int prot;
+	const struct tide_store_ops *ops;
+	void *store;
+	uint32_t *slot;          /* page -> frame, TIDE_NO_FRAME when not resident */
+	size_t slot_bytes;
+	uint64_t resident;       /* frames of this region in any state */
+	uint64_t busy;           /* fills and write-backs in flight */
+	int error;               /* first write-back error since the last flush */
+	uint64_t next_seq_page;  /* read-ahead: the page a sequential run faults next */
+	unsigned seq_run;
+	bool dying;
+};
+static inline char *tide__page_addr(struct region *r, uint64_t page)
+{
+	return r->base + (page << r->page_shift);
+}
+struct region *tide__region_find(struct tide_pool *p, uintptr_t addr); /* service thread */
+int tide__region_attach(struct tide_pool *p, struct region *r);        /* service thread */
+void tide__region_detach(struct tide_pool *p, struct region *r);       /* service thread */
+
+/* ---- fault.c / fill.c ---- */
+void tide__fault(struct tide_pool *p, const struct uffd_msg *m, uint64_t now);
+int tide__fill_start(struct tide_pool *p, struct region *r, uint64_t page, bool write,
+		     bool prefetch, uint64_t t_fault);
+void tide__waiters_run(struct tide_pool *p);     /* retry faults that waited for room */
+
+/* ---- writeback.c ---- */
+struct epoch {
+	struct epoch *next;
+	uint64_t pending;        /* write-backs issued in this epoch still in flight */
+	int error;
+	struct request *waiters; /* flushes sealed on this epoch */
+};
+int tide__writeback_start(struct tide_pool *p, uint32_t f, bool evict);
+int tide__epoch_seal(struct tide_pool *p, struct request *req);
+void tide__writeback_timer(struct tide_pool *p);
+
+/* ---- loop.c: the service thread ---- */
+enum request_kind { REQ_MAP, REQ_UNMAP, REQ_FLUSH, REQ_PREFETCH, REQ_STATS, REQ_STOP };
+enum request_step { STEP_START, STEP_WRITEBACK, STEP_SYNC, STEP_DRAIN, STEP_DONE };
+struct request {
+	enum request_kind kind;
+	enum request_step step;
+	struct region *region;
+	uint64_t first, end;     /* page range [first, end) */
+	uint64_t cursor;
+	struct tide_stats *stats;
+	int result;
+	struct tide_io io;       /* the store flush */
+	uv_sem_t done;
+	struct request *next;
+};
+int tide__request(struct tide_pool *p, struct request *req); /* from an app thread */
+void tide__request_finish(struct tide_pool *p, struct request *req, int result);
+void tide__requests_progress(struct tide_pool *p);
+
+/* ---- probe.c: is an O_DIRECT write from a write-protected page safe here? ---- */
+/* Returns 1 safe, 0 unsafe (hangs or faults), -errno if it could not tell.
+ * `why` receives one line of explanation. Cached per boot. */
+int tide__probe_direct_write(char *why, size_t whylen);
+
+struct pending_fault {
+	struct pending_fault *next;
+	struct region *region;
+	uint64_t page;
+	uint64_t t_fault;
+	bool write;
+};
+
+struct tide_pool {
+	struct tide_options opt;
+	int uffd;
+	uint64_t uffd_features;
+	size_t high_bytes, low_bytes;
+
+	struct io_uring ring;
+	int ring_efd;
+	struct tide__bounce bounce;
+	int odirect_warned;
+
+	uv_loop_t loop;
+	uv_poll_t uffd_poll;
+	uv_poll_t ring_poll;
+	uv_async_t wakeup;
+	uv_timer_t timer;
+	uv_idle_t spin;
+	uv_thread_t thread;
+	uv_sem_t started;
+	int start_error;
+
+	/* shared with app threads, under `lock` */
+	pthread_mutex_t lock;
+	struct request *requests;
+	struct tide_io *remote_done;
+	uint64_t nregions_public;
+
+	/* owned by the service thread */
+	pid_t tid;
+	struct region **regions;  /* sorted by base */
+	size_t nregions, regions_cap;
+	struct frame *frames;
+	uint32_t nframes, frames_cap;
+	uint32_t free_frames;     /* free list head */
+	uint32_t hand;            /* CLOCK hand, TIDE_NO_FRAME when the ring is empty */
+	uint64_t resident;        /* bytes in frames of any state */
+	uint64_t leaving;         /* bytes in write-back for eviction */
+	uint64_t dirty;
+	uint64_t inflight;        /* store operations started */
+	struct tide_io *backlog, **backlog_tail;
+	struct pending_fault *waiting, **waiting_tail;
+	struct pending_fault *spare_faults;
+	struct request *active;   /* requests in progress */
+	struct epoch *epochs, *epoch_tail; /* oldest first; the tail is open */
+	uint64_t spin_idle_since;
+	uint64_t last_progress_ns;
+	struct tide__stats st;
+	bool stopping;
+};
+
+static inline struct frame *tide__frame(struct tide_pool *p, uint32_t f)
+{
+	return &p->frames[f];
+}
+
+#endif /* TIDE_INTERNAL_H */

@@ -1,0 +1,226 @@
+/*
+ * The one table of options. Each has a TIDE_* environment variable, a
+ * default and a line of help; tide_options_init() applies the defaults and
+ * then the environment, warning about (and ignoring) values it cannot parse.
+ * docs/options.md is this table in prose; `tide options` prints it.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "internal.h"
+
+#define OPT(field, kind, def, help) \
+	{ "TIDE_" #field, kind, offsetof(struct tide_options, FIELD_##field), def, help }
+#define FIELD_BUDGET budget
+#define FIELD_PAGE_SIZE page_size
+#define FIELD_HIGH_WATER high_water
+#define FIELD_LOW_WATER low_water
+#define FIELD_WRITEBACK writeback
+#define FIELD_QUEUE_DEPTH queue_depth
+#define FIELD_BOUNCE bounce
+#define FIELD_FLUSH_INTERVAL flush_interval_ms
+#define FIELD_SPIN_US spin_us
+#define FIELD_SERVICE_CPU service_cpu
+#define FIELD_ODIRECT odirect
+#define FIELD_READ_AHEAD read_ahead
+#define FIELD_WATCHDOG watchdog_s
+#define FIELD_VERBOSE verbose
+
+const struct tide__option tide__options[] = {
+	OPT(BUDGET, OPT_SIZE, "256M", "bytes of pages the pool keeps resident (K/M/G, KiB/MiB/GiB)"),
+	OPT(PAGE_SIZE, OPT_SIZE, "64K", "default page size of a region: a power of two, 4K to 2M"),
+	OPT(HIGH_WATER, OPT_PERCENT, "90", "percent of the budget at which eviction starts"),
+	OPT(LOW_WATER, OPT_PERCENT, "70", "percent of the budget eviction brings residency down to"),
+	OPT(WRITEBACK, OPT_WRITEBACK, "auto", "write-back path: fixed (bounce buffers), direct (O_DIRECT from the page) or auto (probe)"),
+	OPT(QUEUE_DEPTH, OPT_UINT, "32", "storage I/Os in flight at once (1-4096)"),
+	OPT(BOUNCE, OPT_SIZE, "0", "bytes of registered bounce buffers; 0 picks budget/16 within 4M..16M"),
+	OPT(FLUSH_INTERVAL, OPT_UINT, "1000", "milliseconds between background write-back passes; 0 turns them off"),
+	OPT(SPIN_US, OPT_UINT, "0", "microseconds the service thread keeps polling after activity before it sleeps"),
+	OPT(SERVICE_CPU, OPT_INT, "-1", "CPU to pin the service thread to; -1 leaves it to the scheduler"),
+	OPT(ODIRECT, OPT_BOOL, "1", "open file stores with O_DIRECT where the filesystem allows"),
+	OPT(READ_AHEAD, OPT_UINT, "8", "pages filled ahead of a sequential run of faults; 0 turns it off"),
+	OPT(WATCHDOG, OPT_UINT, "0", "debug: report a service loop stuck for this many seconds with faults pending"),
+	OPT(VERBOSE, OPT_BOOL, "0", "print the effective settings when a pool starts"),
+};
+const size_t tide__noptions = sizeof(tide__options) / sizeof(tide__options[0]);
+
+int tide__parse_size(const char *s, uint64_t *out)
+{
+	static const struct { const char *suffix; unsigned shift; } units[] = {
+		{ "", 0 }, { "b", 0 },
+		{ "k", 10 }, { "kb", 10 }, { "kib", 10 },
+		{ "m", 20 }, { "mb", 20 }, { "mib", 20 },
+		{ "g", 30 }, { "gb", 30 }, { "gib", 30 },
+		{ "t", 40 }, { "tb", 40 }, { "tib", 40 },
+	};
+	char *end;
+	unsigned long long v;
+
+	if (!s || !isdigit((unsigned char)*s))
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno)
+		return -EINVAL;
+	while (*end == ' ')
+		end++;
+	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+		if (strcasecmp(end, units[i].suffix))
+			continue;
+		if (units[i].shift && v > (UINT64_MAX >> units[i].shift))
+			return -ERANGE;
+		*out = (uint64_t)v << units[i].shift;
+		return 0;
+	}
+	return -EINVAL;
+}
+
+int tide__parse_bool(const char *s, int *out)
+{
+	static const char *const yes[] = { "1", "on", "yes", "true" };
+	static const char *const no[] = { "0", "off", "no", "false" };
+
+	for (size_t i = 0; i < 4; i++) {
+		if (!strcasecmp(s, yes[i]))
+			return *out = 1, 0;
+		if (!strcasecmp(s, no[i]))
+			return *out = 0, 0;
+	}
+	return -EINVAL;
+}
+
+static int parse_long(const char *s, long lo, long hi, long *out)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno || end == s || *end || v < lo || v > hi)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+/* Parse `text` into the option's field. */
+static int option_set(struct tide_options *o, const struct tide__option *opt, const char *text)
+{
+	void *field = (char *)o + opt->offset;
+	uint64_t size;
+	long v;
+	int b;
+
+	switch (opt->kind) {
+	case OPT_SIZE:
+		if (tide__parse_size(text, &size) < 0 || size > SIZE_MAX)
+			return -EINVAL;
+		*(size_t *)field = (size_t)size;
+		return 0;
+	case OPT_UINT:
+		if (parse_long(text, 0, UINT32_MAX, &v) < 0)
+			return -EINVAL;
+		*(unsigned *)field = (unsigned)v;
+		return 0;
+	case OPT_INT:
+		if (parse_long(text, INT32_MIN, INT32_MAX, &v) < 0)
+			return -EINVAL;
+		*(int *)field = (int)v;
+		return 0;
+	case OPT_PERCENT:
+		if (parse_long(text, 1, 100, &v) < 0)
+			return -EINVAL;
+		*(unsigned *)field = (unsigned)v;
+		return 0;
+	case OPT_BOOL:
+		if (tide__parse_bool(text, &b) < 0)
+			return -EINVAL;
+		*(int *)field = b;
+		return 0;
+	case OPT_WRITEBACK:
+		for (int wb = TIDE_WRITEBACK_AUTO; wb <= TIDE_WRITEBACK_DIRECT; wb++) {
+			if (!strcasecmp(text, tide_writeback_name(wb))) {
+				*(enum tide_writeback *)field = wb;
+				return 0;
+			}
+		}
+		return -EINVAL;
+	}
+	return -EINVAL;
+}
+
+void tide_options_init(struct tide_options *o)
+{
+	if (!o)
+		return;
+	memset(o, 0, sizeof(*o));
+	for (size_t i = 0; i < tide__noptions; i++) {
+		const struct tide__option *opt = &tide__options[i];
+		const char *env = getenv(opt->name);
+
+		option_set(o, opt, opt->def);
+		if (env && option_set(o, opt, env) < 0)
+			tide__warn("%s=\"%s\" is not valid (%s); keeping the default %s",
+				   opt->name, env, opt->help, opt->def);
+	}
+}
+
+int tide__options_check(const struct tide_options *o)
+{
+	if (!o)
+		return tide__fail(-EINVAL, "options are NULL");
+	if (!tide__is_pow2(o->page_size) || o->page_size < TIDE_MIN_PAGE ||
+	    o->page_size > TIDE_MAX_PAGE)
+		return tide__fail(-EINVAL, "page size %zu is not a power of two from 4 KiB to 2 MiB",
+				  o->page_size);
+	if (o->budget / o->page_size < TIDE_MIN_PAGES)
+		return tide__fail(-EINVAL, "budget %zu bytes holds fewer than %u pages of %zu bytes",
+				  o->budget, TIDE_MIN_PAGES, o->page_size);
+	if (o->high_water < 1 || o->high_water > 100 || o->low_water < 1 ||
+	    o->low_water >= o->high_water)
+		return tide__fail(-EINVAL, "watermarks must satisfy 0 < low (%u) < high (%u) <= 100",
+				  o->low_water, o->high_water);
+	if (o->writeback > TIDE_WRITEBACK_DIRECT)
+		return tide__fail(-EINVAL, "unknown write-back path %d", (int)o->writeback);
+	if (o->queue_depth < 1 || o->queue_depth > 4096)
+		return tide__fail(-EINVAL, "queue depth %u is outside 1..4096", o->queue_depth);
+	if (o->bounce && o->bounce < 2 * (size_t)TIDE_MAX_PAGE)
+		return tide__fail(-EINVAL, "bounce size %zu is below 4 MiB (two 2 MiB pages)",
+				  o->bounce);
+	return 0;
+}
+
+void tide__option_format(const struct tide_options *o, const struct tide__option *opt,
+			 char *buf, size_t len)
+{
+	const void *field = (const char *)o + opt->offset;
+
+	switch (opt->kind) {
+	case OPT_SIZE:
+		snprintf(buf, len, "%zu", *(const size_t *)field);
+		break;
+	case OPT_UINT:
+	case OPT_PERCENT:
+		snprintf(buf, len, "%u", *(const unsigned *)field);
+		break;
+	case OPT_INT:
+	case OPT_BOOL:
+		snprintf(buf, len, "%d", *(const int *)field);
+		break;
+	case OPT_WRITEBACK:
+		snprintf(buf, len, "%s", tide_writeback_name(*(const enum tide_writeback *)field));
+		break;
+	}
+}
+
+void tide__options_print(FILE *f, const struct tide_options *o)
+{
+	char value[64];
+
+	for (size_t i = 0; i < tide__noptions; i++) {
+		tide__option_format(o, &tide__options[i], value, sizeof(value));
+		fprintf(f, "tide: %-20s = %s\n", tide__options[i].name, value);
+	}
+}

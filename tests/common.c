@@ -1,0 +1,99 @@
+/* Helpers shared by the test files. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "uffd.h"
+
+int test_file(uint64_t size, uint64_t seed)
+{
+	const char *dir = getenv("TIDE_TEST_DIR");
+	char path[4096];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/tide-test-XXXXXX", dir && *dir ? dir : "/var/tmp");
+	fd = mkstemp(path);
+	cr_assert(fd >= 0, "mkstemp %s: %s", path, strerror(errno));
+	unlink(path);
+	cr_assert(ftruncate(fd, (off_t)size) == 0, "ftruncate: %s", strerror(errno));
+	if (seed) {
+		size_t chunk = 1 << 20;
+		uint64_t *buf = malloc(chunk);
+
+		cr_assert(buf);
+		for (uint64_t off = 0; off < size; off += chunk) {
+			size_t n = size - off < chunk ? size - off : chunk;
+
+			for (size_t i = 0; i < n / 8; i++)
+				buf[i] = test_word(off / 8 + i, seed);
+			cr_assert(pwrite(fd, buf, n, (off_t)off) == (ssize_t)n, "pwrite: %s",
+				  strerror(errno));
+		}
+		free(buf);
+	}
+	return fd;
+}
+
+void test_require_uffd(void)
+{
+	uint64_t have = 0;
+	int ret = tide__uffd_features(&have);
+
+	if (ret < 0)
+		cr_skip_test("userfaultfd is not available here: %s", strerror(-ret));
+	if (!(have & UFFD_FEATURE_PAGEFAULT_FLAG_WP))
+		cr_skip_test("userfaultfd lacks write-protect (UFFD_FEATURE_PAGEFAULT_FLAG_WP)");
+}
+
+int test_in_child(void (*fn)(void *), void *arg, int timeout_ms)
+{
+	int status = 0;
+	pid_t pid = fork();
+
+	cr_assert(pid >= 0, "fork: %s", strerror(errno));
+	if (pid == 0) {
+		alarm(0);
+		fn(arg);
+		_exit(0);
+	}
+	/* A pidfd lets us wait with a timeout without signals or sleeps. */
+	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	cr_assert(pidfd >= 0, "pidfd_open: %s", strerror(errno));
+	struct pollfd pfd = { .fd = pidfd, .events = POLLIN };
+	int n;
+	do
+		n = poll(&pfd, 1, timeout_ms);
+	while (n < 0 && errno == EINTR);
+	close(pidfd);
+	if (n == 0) {
+		kill(pid, SIGKILL);
+		waitpid(pid, &status, 0);
+		return -1;
+	}
+	cr_assert(waitpid(pid, &status, 0) == pid);
+	if (WIFSIGNALED(status))
+		return 128 + WTERMSIG(status);
+	return WEXITSTATUS(status);
+}
+
+void test_pread(int fd, void *buf, size_t len, off_t off)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = pread(fd, (char *)buf + done, len - done, off + (off_t)done);
+
+		cr_assert(n > 0, "pread at %lld: %s", (long long)(off + (off_t)done),
+			  n < 0 ? strerror(errno) : "end of file");
+		done += (size_t)n;
+	}
+}

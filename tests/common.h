@@ -1,0 +1,39 @@
+/* Helpers shared by the test files: scratch files, kernel probes, watchdogs. */
+#ifndef TIDE_TEST_COMMON_H
+#define TIDE_TEST_COMMON_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define KiB (1024ull)
+#define MiB (1024ull * 1024)
+
+/* A scratch file of `size` bytes in $TIDE_TEST_DIR (default /var/tmp, a real
+ * disk so O_DIRECT works), unlinked at once: only the fd keeps it. Filled with
+ * test_word(off/8, seed) when seed != 0, zeros (sparse) otherwise.
+ * Aborts the test on failure. */
+int test_file(uint64_t size, uint64_t seed);
+
+/* The word a seeded file holds at word index i. */
+static inline uint64_t test_word(uint64_t i, uint64_t seed)
+{
+	uint64_t x = (i + 1) * 0x9e3779b97f4a7c15ull ^ seed;
+	x ^= x >> 31;
+	x *= 0xbf58476d1ce4e5b9ull;
+	return x ^ (x >> 29);
+}
+
+/* Skips the calling test with the reason when userfaultfd (with WP) cannot be used. */
+void test_require_uffd(void);
+
+/* Runs fn(arg) in a forked child. Returns the child's exit status (0..255),
+ * 128+signal if it died of a signal, or -1 if it was still running after
+ * timeout_ms (it is then killed). Never hangs. */
+int test_in_child(void (*fn)(void *), void *arg, int timeout_ms);
+
+/* pread the whole range or abort the test. */
+void test_pread(int fd, void *buf, size_t len, off_t off);
+
+#endif

@@ -1,0 +1,644 @@
+/*
+ * bench_raw: the limits of this machine that tide is measured against, with
+ * no tide code in the path. Each test prints one JSON object per line.
+ *
+ *   uffd   MISSING fault + UFFDIO_COPY round trip of a minimal handler, with
+ *          the handler on the app's vCPU, on the other vCPU (blocking), and
+ *          busy-polling on the other vCPU; 4 KiB and 64 KiB pages
+ *   uffd2  two app threads: one shared uffd vs one uffd + handler per vCPU
+ *   wp     write-protect fault + UFFDIO_WRITEPROTECT clear round trip
+ *   uring  io_uring O_DIRECT with fixed buffers on --file
+ *   mmap   kernel mmap of --file under a cgroup v1 memory limit of --budget
+ *   mkfile write --file with --size bytes of data and fsync it
+ *
+ * Usage: bench_raw [--secs S] [--file F] [--size N] [--budget N] TEST...
+ */
+#include <fcntl.h>
+#include <liburing.h>
+#include <poll.h>
+#include <signal.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "bench_util.h"
+#include "uffd.h"
+
+static double secs = 1.0;         /* per measurement */
+static const char *file;
+static uint64_t file_size;
+static uint64_t budget = 256 * MiB;
+static int ncpu;
+
+/* ---- userfaultfd round trip ---- */
+
+/* The handler serves every fault of its uffd until it has served the one on
+ * its stop page: a blocking read() cannot be interrupted otherwise, and a
+ * flag alone would let a polling handler leave a fault unserved. */
+struct handler {
+	int uffd;
+	int cpu;                 /* -1: unpinned */
+	bool poll;               /* busy-poll a non-blocking uffd */
+	size_t page;
+	char *src;               /* the bytes every fill copies */
+	char *stop_page;
+	pthread_t thread;
+};
+
+struct app {
+	struct handler *h;
+	char *base;
+	size_t len;
+	int cpu;
+	bool wp;                 /* write to protected pages instead of reading missing ones */
+	uint64_t deadline;
+	uint64_t faults, busy_ns;
+	struct lat lat;
+	pthread_t thread;
+};
+
+static char *map_aligned(size_t len, size_t align)
+{
+	char *p = mmap(NULL, len + align, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+
+	if (p == MAP_FAILED)
+		die("mmap %zu: %s", len, strerror(errno));
+	char *a = (char *)(((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1));
+	/* THP would turn a fault into a 2 MiB one; the bench wants pages. */
+	madvise(a, len, MADV_NOHUGEPAGE);
+	return a;
+}
+
+static void *handler_main(void *arg)
+{
+	struct handler *h = arg;
+	struct uffd_msg m;
+
+	pin_cpu(h->cpu);
+	for (;;) {
+		ssize_t n = read(h->uffd, &m, sizeof(m));
+
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EINTR)
+				continue;
+			die("read uffd: %s", strerror(errno));
+		}
+		if (m.event != UFFD_EVENT_PAGEFAULT)
+			continue;
+		char *a = (char *)(uintptr_t)(m.arg.pagefault.address & ~(uint64_t)(h->page - 1));
+		int ret;
+		if (m.arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP) {
+			ret = tide__uffd_wp(h->uffd, a, h->page, false, true);
+		} else {
+			ret = tide__uffd_copy(h->uffd, a, h->src, h->page, 0, NULL);
+			if (ret == -EEXIST)
+				ret = tide__uffd_wake(h->uffd, a, h->page);
+		}
+		if (ret < 0)
+			die("resolve fault at %p: %s", (void *)a, strerror(-ret));
+		if (a == h->stop_page)
+			return NULL;
+	}
+}
+
+static void handler_start(struct handler *h, int cpu, bool poll, size_t page)
+{
+	memset(h, 0, sizeof(*h));
+	h->uffd = tide__uffd_open(poll ? O_NONBLOCK : 0, NULL);
+	if (h->uffd < 0)
+		die("userfaultfd: %s", strerror(-h->uffd));
+	int ret = tide__uffd_api(h->uffd, UFFD_FEATURE_PAGEFAULT_FLAG_WP, NULL);
+	if (ret < 0)
+		die("UFFDIO_API: %s", strerror(-ret));
+	h->cpu = cpu;
+	h->poll = poll;
+	h->page = page;
+	h->src = map_aligned(page, page);
+	memset(h->src, 0x5a, page);
+	h->stop_page = map_aligned(page, page);
+	ret = tide__uffd_register(h->uffd, h->stop_page, page, UFFDIO_REGISTER_MODE_MISSING, NULL);
+	if (ret < 0)
+		die("register: %s", strerror(-ret));
+	pthread_create(&h->thread, NULL, handler_main, h);
+}
+
+static void handler_stop(struct handler *h)
+{
+	(void)*(volatile char *)h->stop_page;
+	pthread_join(h->thread, NULL);
+	close(h->uffd);
+	munmap(h->src, h->page);
+	munmap(h->stop_page, h->page);
+}
+
+static void app_init(struct app *a, struct handler *h, size_t len, int cpu, bool wp)
+{
+	memset(a, 0, sizeof(*a));
+	a->h = h;
+	a->len = len;
+	a->cpu = cpu;
+	a->wp = wp;
+	a->base = map_aligned(len, 2 * MiB);
+	uint64_t mode = UFFDIO_REGISTER_MODE_MISSING;
+	if (wp) {
+		memset(a->base, 1, len);  /* WP faults need present pages */
+		mode |= UFFDIO_REGISTER_MODE_WP;
+	}
+	int ret = tide__uffd_register(h->uffd, a->base, len, mode, NULL);
+	if (ret < 0)
+		die("register: %s", strerror(-ret));
+	if (wp && (ret = tide__uffd_wp(h->uffd, a->base, len, true, true)) < 0)
+		die("writeprotect: %s", strerror(-ret));
+	lat_init(&a->lat, 1 << 20);
+}
+
+static void *app_main(void *arg)
+{
+	struct app *a = arg;
+	size_t step = a->h->page;
+	uint64_t sink = 0, start = now_ns(), rearm = 0;
+
+	pin_cpu(a->cpu);
+	while (now_ns() < a->deadline) {
+		for (size_t off = 0; off < a->len; off += step) {
+			uint64_t t0 = now_ns();
+			if (a->wp)
+				*(volatile char *)(a->base + off) = 2;
+			else
+				sink += *(volatile char *)(a->base + off);
+			uint64_t t1 = now_ns();
+			lat_add(&a->lat, t1 - t0);
+			a->faults++;
+			if (t1 >= a->deadline)
+				break;
+		}
+		/* Re-arm the region; not part of the round trip, so not timed. */
+		uint64_t t0 = now_ns();
+		if (a->wp)
+			tide__uffd_wp(a->h->uffd, a->base, a->len, true, true);
+		else
+			madvise(a->base, a->len, MADV_DONTNEED);
+		rearm += now_ns() - t0;
+	}
+	a->busy_ns = now_ns() - start - rearm;
+	(void)sink;
+	return NULL;
+}
+
+static void app_fini(struct app *a)
+{
+	munmap(a->base, a->len);
+	lat_free(&a->lat);
+}
+
+/* One app thread and one handler. */
+static void uffd_one(const char *variant, int app_cpu, int h_cpu, bool poll, size_t page,
+		     bool wp)
+{
+	struct handler h;
+	struct app a;
+	struct out o;
+	char name[64], tag[24];
+
+	handler_start(&h, h_cpu, poll, page);
+	app_init(&a, &h, 16 * MiB, app_cpu, wp);
+	a.deadline = now_ns() + (uint64_t)(secs * 1e9);
+	app_main(&a);
+	handler_stop(&h);
+
+	snprintf(name, sizeof(name), "%s.%s.%s", wp ? "wp" : "uffd", variant,
+		 size_tag(page, tag, sizeof(tag)));
+	out_begin(&o, name);
+	out_u64(&o, "page", page);
+	out_u64(&o, "faults", a.faults);
+	out_num(&o, "secs", (double)a.busy_ns / 1e9);
+	out_num(&o, "per_s", (double)a.faults * 1e9 / (double)a.busy_ns);
+	out_num(&o, "mbps", (double)a.faults * (double)page / ((double)a.busy_ns / 1e9) / 1e6);
+	out_lat(&o, &a.lat);
+	out_end(&o);
+	app_fini(&a);
+}
+
+static void test_uffd(void)
+{
+	size_t pages[] = { 4 * KiB, 64 * KiB };
+
+	for (int i = 0; i < 2; i++) {
+		uffd_one("same", 0, 0, false, pages[i], false);
+		if (ncpu < 2)
+			continue;
+		uffd_one("other", 0, 1, false, pages[i], false);
+		uffd_one("poll", 0, 1, true, pages[i], false);
+		uffd_one("unpinned", -1, -1, false, pages[i], false);
+	}
+}
+
+static void test_wp(void)
+{
+	uffd_one("same", 0, 0, false, 4 * KiB, true);
+	if (ncpu >= 2)
+		uffd_one("other", 0, 1, false, 4 * KiB, true);
+}
+
+/* Two app threads, one per vCPU: served by one shared uffd and handler, or by
+ * a uffd and handler per vCPU, pinned beside its app thread. */
+static void uffd_two(const char *variant, bool shared, int h_cpu, int cpu1)
+{
+	struct handler h[2];
+	struct app a[2];
+	struct out o;
+	char name[64];
+	int nh = shared ? 1 : 2;
+
+	for (int i = 0; i < nh; i++)
+		handler_start(&h[i], shared ? h_cpu : i, false, 4 * KiB);
+	uint64_t deadline = now_ns() + (uint64_t)(secs * 1e9);
+	for (int i = 0; i < 2; i++) {
+		app_init(&a[i], &h[shared ? 0 : i], 16 * MiB, i ? cpu1 : 0, false);
+		a[i].deadline = deadline;
+	}
+	for (int i = 0; i < 2; i++)
+		pthread_create(&a[i].thread, NULL, app_main, &a[i]);
+	for (int i = 0; i < 2; i++)
+		pthread_join(a[i].thread, NULL);
+	for (int i = 0; i < nh; i++)
+		handler_stop(&h[i]);
+
+	double per_s = 0;
+	uint64_t faults = 0;
+	lat_merge(&a[0].lat, &a[1].lat);
+	for (int i = 0; i < 2; i++) {
+		per_s += (double)a[i].faults * 1e9 / (double)a[i].busy_ns;
+		faults += a[i].faults;
+	}
+	snprintf(name, sizeof(name), "uffd2.%s.4k", variant);
+	out_begin(&o, name);
+	out_u64(&o, "faults", faults);
+	out_num(&o, "per_s", per_s);
+	out_lat(&o, &a[0].lat);
+	out_end(&o);
+	for (int i = 0; i < 2; i++)
+		app_fini(&a[i]);
+}
+
+static void test_uffd2(void)
+{
+	if (ncpu < 2) {
+		printf("{\"name\":\"uffd2\",\"skip\":\"needs 2 CPUs\"}\n");
+		return;
+	}
+	uffd_two("shared", true, -1, 1);
+	uffd_two("shared_cpu0", true, 0, 0);
+	uffd_two("percpu", false, -1, 1);
+}
+
+/* ---- io_uring O_DIRECT with fixed buffers ---- */
+
+static int open_file(int flags)
+{
+	if (!file)
+		die("this test needs --file");
+	int fd = open(file, flags);
+	if (fd < 0)
+		die("open %s: %s", file, strerror(errno));
+	struct stat st;
+	fstat(fd, &st);
+	file_size = (uint64_t)st.st_size;
+	return fd;
+}
+
+static void uring_issue(struct io_uring *ring, int fd, const struct iovec *iov, unsigned slot,
+			uint64_t *t_start, uint64_t blk, bool write)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+	size_t bs = iov[slot].iov_len;
+
+	if (write)
+		io_uring_prep_write_fixed(sqe, fd, iov[slot].iov_base, bs, blk * bs, (int)slot);
+	else
+		io_uring_prep_read_fixed(sqe, fd, iov[slot].iov_base, bs, blk * bs, (int)slot);
+	sqe->user_data = slot;
+	t_start[slot] = now_ns();
+}
+
+static void uring_run(const char *name, int fd, size_t bs, unsigned qd, bool random, bool write)
+{
+	struct io_uring ring;
+	struct iovec *iov = calloc(qd, sizeof(*iov));
+	uint64_t *t_start = calloc(qd, sizeof(*t_start));
+	uint64_t nblocks = file_size / bs, next = 0, rng = 0x1234567 + qd, done = 0;
+	char *mem = aligned_alloc(4096, (size_t)qd * bs);
+	struct lat lat;
+	struct out o;
+	unsigned inflight = 0;
+
+	if (!iov || !t_start || !mem || nblocks == 0)
+		die("uring setup for %s", name);
+	memset(mem, 0xa5, (size_t)qd * bs);
+	int ret = io_uring_queue_init(qd, &ring, 0);
+	if (ret < 0)
+		die("io_uring_queue_init: %s", strerror(-ret));
+	for (unsigned i = 0; i < qd; i++)
+		iov[i] = (struct iovec){ mem + (size_t)i * bs, bs };
+	if ((ret = io_uring_register_buffers(&ring, iov, qd)) < 0)
+		die("io_uring_register_buffers: %s", strerror(-ret));
+	lat_init(&lat, 1 << 20);
+
+	uint64_t start = now_ns(), deadline = start + (uint64_t)(secs * 1e9);
+	for (unsigned slot = 0; slot < qd; slot++)
+		uring_issue(&ring, fd, iov, slot, t_start, random ? rng_next(&rng) % nblocks
+			    : next++ % nblocks, write);
+	inflight = qd;
+	while (inflight) {
+		struct io_uring_cqe *cqe;
+		unsigned head, n = 0;
+
+		io_uring_submit_and_wait(&ring, 1);
+		uint64_t t = now_ns();
+		io_uring_for_each_cqe(&ring, head, cqe) {
+			unsigned slot = (unsigned)cqe->user_data;
+
+			if (cqe->res != (int)bs)
+				die("%s: I/O result %d", name, cqe->res);
+			lat_add(&lat, t - t_start[slot]);
+			done++;
+			n++;
+			/* Reissue into the slot that just completed until the deadline. */
+			if (t < deadline)
+				uring_issue(&ring, fd, iov, slot, t_start, random ? rng_next(&rng) %
+					    nblocks : next++ % nblocks, write);
+			else
+				inflight--;
+		}
+		io_uring_cq_advance(&ring, n);
+	}
+	double el = (double)(now_ns() - start) / 1e9;
+	out_begin(&o, name);
+	out_u64(&o, "bs", bs);
+	out_u64(&o, "qd", qd);
+	out_u64(&o, "ios", done);
+	out_num(&o, "per_s", (double)done / el);
+	out_num(&o, "mbps", (double)done * (double)bs / el / 1e6);
+	out_lat(&o, &lat);
+	out_end(&o);
+	lat_free(&lat);
+	io_uring_queue_exit(&ring);
+	free(mem);
+	free(iov);
+	free(t_start);
+}
+
+static void test_uring(void)
+{
+	int fd = open_file(O_RDWR | O_DIRECT);
+
+	uring_run("uring.randread.4k.qd1", fd, 4 * KiB, 1, true, false);
+	uring_run("uring.randread.4k.qd8", fd, 4 * KiB, 8, true, false);
+	uring_run("uring.randread.4k.qd32", fd, 4 * KiB, 32, true, false);
+	uring_run("uring.seqread.64k.qd32", fd, 64 * KiB, 32, false, false);
+	uring_run("uring.seqwrite.64k.qd32", fd, 64 * KiB, 32, false, true);
+	fdatasync(fd);
+	close(fd);
+}
+
+/* ---- kernel mmap under a cgroup v1 memory limit ---- */
+
+#define CGROUP_ROOT "/sys/fs/cgroup/memory"
+static char cgroup_dir[256];
+static volatile pid_t mmap_child_pid;
+
+static int cg_write(const char *what, const char *val)
+{
+	char path[512];
+	int fd, ret = 0;
+
+	snprintf(path, sizeof(path), "%s/%s", cgroup_dir, what);
+	fd = open(path, O_WRONLY);
+	if (fd < 0)
+		return -errno;
+	if (write(fd, val, strlen(val)) < 0)
+		ret = -errno;
+	close(fd);
+	return ret;
+}
+
+static void cgroup_remove(void)
+{
+	if (!cgroup_dir[0])
+		return;
+	/* The charged page cache is reparented once the last task leaves, which
+	 * can take a moment after the child is reaped. */
+	for (int i = 0; i < 100; i++) {
+		if (rmdir(cgroup_dir) == 0 || errno == ENOENT) {
+			cgroup_dir[0] = 0;
+			return;
+		}
+		usleep(20000);
+	}
+	fprintf(stderr, "bench: could not remove %s: %s\n", cgroup_dir, strerror(errno));
+}
+
+static void on_signal(int sig)
+{
+	if (mmap_child_pid > 0) {
+		kill(mmap_child_pid, SIGKILL);
+		waitpid(mmap_child_pid, NULL, 0);
+	}
+	cgroup_remove();
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+/* Touch `bytes` from the start of the mapping, untimed, so that random
+ * patterns run with the cache already full and every miss has to evict. */
+static void prime(char *m, uint64_t bytes, bool write)
+{
+	for (uint64_t off = 0; off < bytes && off < file_size; off += 4 * KiB) {
+		if (write)
+			m[off] = 1;
+		else
+			(void)*(volatile char *)(m + off);
+	}
+}
+
+static void mmap_child(const char *pattern)
+{
+	char pid[32], name[64];
+	bool seq = !strcmp(pattern, "seqread"), wr = !strcmp(pattern, "randwrite");
+	uint64_t rng = 0x9e3779b9, touches = 0, sink = 0, npages, start, el, sync_ns = 0;
+	struct rusage r0, r1;
+	struct out o;
+	int ret;
+
+	snprintf(pid, sizeof(pid), "%d", getpid());
+	if ((ret = cg_write("cgroup.procs", pid)) < 0)
+		die("join %s: %s", cgroup_dir, strerror(-ret));
+	int fd = open_file(O_RDWR);
+	npages = file_size / (4 * KiB);
+	/* Start cold: what the page cache holds of the file must be read again. */
+	fdatasync(fd);
+	posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+	char *m = mmap(NULL, file_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (m == MAP_FAILED)
+		die("mmap: %s", strerror(errno));
+	if (!seq) {
+		prime(m, budget, wr);
+		madvise(m, file_size, MADV_RANDOM);
+	}
+	getrusage(RUSAGE_SELF, &r0);
+	start = now_ns();
+	uint64_t deadline = start + (uint64_t)(secs * 1e9);
+	if (seq) {
+		for (uint64_t off = 0; off < file_size; off += 4 * KiB, touches++)
+			sink += *(volatile char *)(m + off);
+	} else {
+		while (now_ns() < deadline) {
+			for (int i = 0; i < 64; i++, touches++) {
+				uint64_t off = (rng_next(&rng) % npages) * 4 * KiB;
+				if (wr)
+					*(volatile uint64_t *)(m + off) = touches;
+				else
+					sink += *(volatile char *)(m + off);
+			}
+		}
+	}
+	el = now_ns() - start;
+	getrusage(RUSAGE_SELF, &r1);
+	if (wr) {
+		uint64_t t = now_ns();
+		msync(m, file_size, MS_SYNC);
+		sync_ns = now_ns() - t;
+	}
+	uint64_t faults = (uint64_t)(r1.ru_majflt - r0.ru_majflt + r1.ru_minflt - r0.ru_minflt);
+	snprintf(name, sizeof(name), "mmap.%s.4k", pattern);
+	out_begin(&o, name);
+	out_u64(&o, "budget", budget);
+	out_u64(&o, "file", file_size);
+	out_u64(&o, "touches", touches);
+	out_u64(&o, "faults", faults);
+	out_u64(&o, "majflt", (uint64_t)(r1.ru_majflt - r0.ru_majflt));
+	out_num(&o, "secs", (double)el / 1e9);
+	out_num(&o, "per_s", (double)touches * 1e9 / (double)el);
+	out_num(&o, "faults_per_s", (double)faults * 1e9 / (double)el);
+	out_num(&o, "mbps", (double)touches * 4096.0 / ((double)el / 1e9) / 1e6);
+	out_num(&o, "sync_s", (double)sync_ns / 1e9);
+	out_str(&o, "advice", seq ? "normal" : "random");
+	out_end(&o);
+	(void)sink;
+	munmap(m, file_size);
+	close(fd);
+}
+
+static void mmap_one(const char *pattern)
+{
+	char val[32];
+	int ret, status;
+
+	snprintf(cgroup_dir, sizeof(cgroup_dir), "%s/tide-bench-%d", CGROUP_ROOT, getpid());
+	if (mkdir(cgroup_dir, 0755) < 0) {
+		printf("{\"name\":\"mmap.%s.4k\",\"skip\":\"cannot create %s: %s (cgroup v1 "
+		       "memory controller not writable)\"}\n", pattern, cgroup_dir, strerror(errno));
+		cgroup_dir[0] = 0;
+		return;
+	}
+	snprintf(val, sizeof(val), "%llu", (unsigned long long)budget);
+	if ((ret = cg_write("memory.limit_in_bytes", val)) < 0) {
+		printf("{\"name\":\"mmap.%s.4k\",\"skip\":\"cannot write memory.limit_in_bytes: %s\"}\n",
+		       pattern, strerror(-ret));
+		cgroup_remove();
+		return;
+	}
+	fflush(stdout);
+	pid_t pid = fork();
+	if (pid < 0)
+		die("fork: %s", strerror(errno));
+	if (pid == 0) {
+		mmap_child(pattern);
+		_exit(0);
+	}
+	mmap_child_pid = pid;
+	waitpid(pid, &status, 0);
+	mmap_child_pid = 0;
+	if (!WIFEXITED(status) || WEXITSTATUS(status))
+		fprintf(stderr, "bench: mmap %s child failed (status 0x%x)\n", pattern, status);
+	cgroup_remove();
+}
+
+static void test_mmap(void)
+{
+	signal(SIGINT, on_signal);
+	signal(SIGTERM, on_signal);
+	mmap_one("seqread");
+	mmap_one("randread");
+	mmap_one("randwrite");
+	signal(SIGINT, SIG_DFL);
+	signal(SIGTERM, SIG_DFL);
+}
+
+/* ---- the shared data file ---- */
+
+static void test_mkfile(void)
+{
+	size_t chunk = 4 * MiB;
+	uint64_t *buf = malloc(chunk), rng = 42;
+
+	if (!file || !file_size)
+		die("mkfile needs --file and --size");
+	int fd = open(file, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	if (fd < 0 || !buf)
+		die("create %s: %s", file, strerror(errno));
+	for (uint64_t off = 0; off < file_size; off += chunk) {
+		size_t n = file_size - off < chunk ? (size_t)(file_size - off) : chunk;
+		for (size_t i = 0; i < n / 8; i++)
+			buf[i] = rng_next(&rng);
+		if (pwrite(fd, buf, n, (off_t)off) != (ssize_t)n)
+			die("write %s: %s", file, strerror(errno));
+	}
+	if (fsync(fd) < 0)
+		die("fsync %s: %s", file, strerror(errno));
+	close(fd);
+	free(buf);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct { const char *name; void (*fn)(void); } tests[] = {
+		{ "mkfile", test_mkfile }, { "uffd", test_uffd }, { "uffd2", test_uffd2 },
+		{ "wp", test_wp }, { "uring", test_uring }, { "mmap", test_mmap },
+	};
+	int i;
+
+	ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
+	for (i = 1; i < argc && argv[i][0] == '-'; i += 2) {
+		if (i + 1 >= argc)
+			die("%s needs a value", argv[i]);
+		if (!strcmp(argv[i], "--secs"))
+			secs = atof(argv[i + 1]);
+		else if (!strcmp(argv[i], "--file"))
+			file = argv[i + 1];
+		else if (!strcmp(argv[i], "--size"))
+			file_size = parse_size(argv[i + 1]);
+		else if (!strcmp(argv[i], "--budget"))
+			budget = parse_size(argv[i + 1]);
+		else
+			die("unknown option %s", argv[i]);
+	}
+	if (secs <= 0 || i >= argc)
+		die("usage: bench_raw [--secs S] [--file F] [--size N] [--budget N] "
+		    "mkfile|uffd|uffd2|wp|uring|mmap...");
+	for (; i < argc; i++) {
+		size_t t;
+		for (t = 0; t < sizeof(tests) / sizeof(tests[0]); t++)
+			if (!strcmp(argv[i], tests[t].name))
+				break;
+		if (t == sizeof(tests) / sizeof(tests[0]))
+			die("unknown test %s", argv[i]);
+		tests[t].fn();
+	}
+	return 0;
+}

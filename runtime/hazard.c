@@ -251,8 +251,8 @@ static bool needs_ring(enum tide__hazard h) { return hazards[h].uses & USES_RING
 
 static int open_scratch(struct probe *pr, const char *dir)
 {
-	const char *env = getenv("TIDE_TEST_DIR");
-	const char *dirs[] = { dir, env, "/var/tmp", "/tmp" };
+	/* /var/tmp is usually a real disk; /tmp may be tmpfs (O_DIRECT only since 6.6). */
+	const char *dirs[] = { dir, getenv("TIDE_PROBE_DIR"), "/var/tmp", getenv("TMPDIR"), "/tmp" };
 	char path[4096];
 
 	for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {

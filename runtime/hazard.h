@@ -14,6 +14,7 @@
 #define TIDE_HAZARD_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* The operation applied to a populated, write-protected page of the region. */
@@ -62,7 +63,7 @@ struct tide__hazard_result {
 };
 
 /* Run hazard `h` with `mode` (TIDE__HZ_FORK | TIDE__HZ_THP) in a child.
- * `dir` holds the scratch file (NULL: $TIDE_TEST_DIR, /var/tmp, /tmp); it must
+ * `dir` holds the scratch file (NULL: $TIDE_PROBE_DIR, /var/tmp, $TMPDIR, /tmp); it must
  * support O_DIRECT for the direct cases. `timeout_ms` bounds the operation.
  * Returns 0 with *res filled (whatever the outcome), or -errno when the probe
  * itself could not run (fork, pidfd, memory). */
@@ -86,5 +87,13 @@ unsigned tide__hazard_paths(enum tide__hazard h);
 
 /* THP available for anonymous memory with MADV_HUGEPAGE. */
 bool tide__hazard_thp_available(void);
+
+/* ---- probe.c: the start-up answer for write-back `auto` ---- */
+/* tide__probe_direct_write() (declared in internal.h) runs these cases and
+ * caches its answer in this file, keyed by kernel release and boot id:
+ * $XDG_RUNTIME_DIR/tide/, /run/tide/ for root, else /tmp/tide-$UID/.
+ * TIDE_PROBE_CACHE=0 neither reads nor writes it. */
+#define TIDE__PROBE_CACHE_NAME "probe-direct-write"
+int tide__probe_cache_path(char *buf, size_t len);
 
 #endif /* TIDE_HAZARD_H */

@@ -1,0 +1,299 @@
+/*
+ * bench_fault: the access patterns of bench_raw's mmap test, through tide.
+ * A pool with --budget bytes maps --file (4x the budget, made by
+ * `bench_raw mkfile`) and one or more app threads touch it in 4 KiB steps.
+ * One JSON object per line, like bench_raw.
+ *
+ * A run is named by a spec, pattern:source:page[:writeback[:threads]]
+ *   pattern    seqread, randread, randwrite, seqwrite
+ *   source     cache: TIDE_ODIRECT off and the file read into the page cache
+ *              first, so a fill costs a memory copy, not a disk read;
+ *              disk: O_DIRECT store and the file dropped from the page cache
+ *   page       region page size, e.g. 4k or 64k
+ *   writeback  fixed (default) or direct
+ *   threads    app threads (default 1)
+ * Other options (TIDE_SPIN_US, TIDE_SERVICE_CPU, TIDE_READ_AHEAD...) come
+ * from the environment, so run.sh can compare them without a rebuild.
+ *
+ * Usage: bench_fault [--secs S] --file F [--budget N] SPEC...|all
+ */
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bench_util.h"
+#include "tide.h"
+
+static double secs = 1.0;
+static const char *file;
+static uint64_t file_size;
+static uint64_t budget = 256 * MiB;
+
+struct spec {
+	char pattern[16], source[8];
+	size_t page;
+	enum tide_writeback wb;
+	int threads;
+};
+
+struct worker {
+	const struct spec *s;
+	char *base;
+	uint64_t first, end;     /* bytes of the region this thread walks (seq) */
+	uint64_t seed, deadline;
+	uint64_t touches;
+	pthread_t thread;
+};
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	bool write = strstr(w->s->pattern, "write") != NULL;
+	uint64_t sink = 0, npages = file_size / (4 * KiB);
+
+	if (!strncmp(w->s->pattern, "seq", 3)) {
+		for (uint64_t off = w->first; off < w->end; off += 4 * KiB, w->touches++) {
+			/* Stop at the deadline if a slow path makes a pass too long. */
+			if (!(w->touches & 255) && now_ns() >= w->deadline)
+				break;
+			if (write)
+				*(volatile uint64_t *)(w->base + off) = off;
+			else
+				sink += *(volatile char *)(w->base + off);
+		}
+	} else {
+		while (now_ns() < w->deadline) {
+			for (int i = 0; i < 64; i++, w->touches++) {
+				uint64_t off = (rng_next(&w->seed) % npages) * 4 * KiB;
+				if (write)
+					*(volatile uint64_t *)(w->base + off) = w->touches;
+				else
+					sink += *(volatile char *)(w->base + off);
+			}
+		}
+	}
+	(void)sink;
+	return NULL;
+}
+
+/* Put the file where the spec wants it before the pool reads it. */
+static void place_file(int fd, bool cache)
+{
+	fdatasync(fd);
+	if (!cache) {
+		posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+		return;
+	}
+	char *buf = malloc(4 * MiB);
+	if (!buf)
+		die("out of memory");
+	for (uint64_t off = 0; off < file_size; off += 4 * MiB)
+		if (pread(fd, buf, 4 * MiB, (off_t)off) < 0)
+			die("warm %s: %s", file, strerror(errno));
+	free(buf);
+}
+
+static void on_alarm(int sig)
+{
+	(void)sig;
+	static const char msg[] = "bench_fault: a run took far longer than asked: tide hangs?\n";
+	write(2, msg, sizeof(msg) - 1);
+	_exit(2);
+}
+
+static void spec_name(const struct spec *s, char *buf, size_t len)
+{
+	char tag[24];
+	int n = snprintf(buf, len, "tide.%s.%s.%s", s->pattern, s->source,
+			 size_tag(s->page, tag, sizeof(tag)));
+
+	if (strstr(s->pattern, "write") && n > 0 && (size_t)n < len)
+		n += snprintf(buf + n, len - (size_t)n, ".%s", tide_writeback_name(s->wb));
+	if (s->threads > 1 && n > 0 && (size_t)n < len)
+		snprintf(buf + n, len - (size_t)n, ".t%d", s->threads);
+}
+
+static void run(const struct spec *s)
+{
+	bool cache = !strcmp(s->source, "cache"), seq = !strncmp(s->pattern, "seq", 3);
+	bool write = strstr(s->pattern, "write") != NULL;
+	struct tide_options opt;
+	struct tide_stats st0, st1;
+	struct worker w[64];
+	struct out o;
+	tide_pool *pool;
+	char name[96];
+	int ret;
+
+	spec_name(s, name, sizeof(name));
+	int fd = open(file, O_RDWR);
+	if (fd < 0)
+		die("open %s: %s", file, strerror(errno));
+	place_file(fd, cache);
+
+	tide_options_init(&opt);
+	opt.budget = budget;
+	opt.page_size = s->page;
+	opt.writeback = s->wb;
+	opt.odirect = !cache;
+	/* Background write-back would blur what eviction costs. */
+	opt.flush_interval_ms = 0;
+	if ((ret = tide_pool_create(&pool, &opt)) < 0) {
+		printf("{\"name\":\"%s\",\"skip\":\"tide_pool_create: %s\"}\n", name,
+		       tide_last_error());
+		fflush(stdout);
+		close(fd);
+		return;
+	}
+	char *base = tide_map(pool, fd, 0, file_size, TIDE_PROT_READ | TIDE_PROT_WRITE, s->page);
+	if (!base)
+		die("%s: tide_map: %s (%s)", name, strerror(errno), tide_last_error());
+	close(fd);
+
+	/* Random patterns start with the pool full, so every miss evicts, as
+	 * bench_raw's mmap test does with the page cache. */
+	if (!seq)
+		for (uint64_t off = 0; off < budget && off < file_size; off += 4 * KiB) {
+			if (write)
+				base[off] = 1;
+			else
+				(void)*(volatile char *)(base + off);
+		}
+
+	tide_pool_stats(pool, &st0);
+	uint64_t start = now_ns(), deadline = start + (uint64_t)(secs * 1e9);
+	uint64_t slice = file_size / (uint64_t)s->threads / (4 * KiB) * (4 * KiB);
+	for (int i = 0; i < s->threads; i++) {
+		w[i] = (struct worker){ .s = s, .base = base, .seed = 0x9e3779b9u + 7919u * (uint64_t)i,
+					.deadline = deadline, .first = slice * (uint64_t)i,
+					.end = slice * (uint64_t)(i + 1) };
+		pthread_create(&w[i].thread, NULL, worker_main, &w[i]);
+	}
+	uint64_t touches = 0;
+	for (int i = 0; i < s->threads; i++) {
+		pthread_join(w[i].thread, NULL);
+		touches += w[i].touches;
+	}
+	uint64_t el = now_ns() - start;
+	tide_pool_stats(pool, &st1);
+	uint64_t t = now_ns();
+	if ((ret = tide_unmap(base)) < 0)
+		die("%s: tide_unmap: %s (%s)", name, strerror(-ret), tide_last_error());
+	double unmap_s = (double)(now_ns() - t) / 1e9;
+	tide_pool_destroy(pool);
+
+	double sec = (double)el / 1e9;
+	uint64_t faults = st1.faults - st0.faults;
+	out_begin(&o, name);
+	out_u64(&o, "page", s->page);
+	out_u64(&o, "threads", (uint64_t)s->threads);
+	out_u64(&o, "budget", budget);
+	out_u64(&o, "file", file_size);
+	out_u64(&o, "touches", touches);
+	out_num(&o, "secs", sec);
+	out_num(&o, "per_s", (double)touches / sec);
+	out_num(&o, "mbps", (double)touches * 4096.0 / sec / 1e6);
+	out_u64(&o, "faults", faults);
+	out_num(&o, "faults_per_s", (double)faults / sec);
+	/* Wall time per fault as an app thread sees it, hits included. */
+	out_num(&o, "us_per_fault", faults ? sec * 1e6 * s->threads / (double)faults : 0);
+	out_u64(&o, "fills", st1.fills - st0.fills);
+	out_num(&o, "fills_per_s", (double)(st1.fills - st0.fills) / sec);
+	out_u64(&o, "prefetched", st1.prefetched - st0.prefetched);
+	out_u64(&o, "coalesced", st1.faults_coalesced - st0.faults_coalesced);
+	out_u64(&o, "faults_wp", st1.faults_wp - st0.faults_wp);
+	out_u64(&o, "evictions", st1.evictions - st0.evictions);
+	out_u64(&o, "evictions_dirty", st1.evictions_dirty - st0.evictions_dirty);
+	out_u64(&o, "writebacks", st1.writebacks - st0.writebacks);
+	out_num(&o, "fill_mbps", (double)(st1.bytes_read - st0.bytes_read) / sec / 1e6);
+	out_num(&o, "wb_mbps", (double)(st1.bytes_written - st0.bytes_written) / sec / 1e6);
+	out_u64(&o, "peak_resident", st1.peak_resident_bytes);
+	/* Service-side latency: event read to page installed, whole pool life. */
+	out_num(&o, "mean_us", (double)st1.latency_mean_ns / 1e3);
+	out_num(&o, "p50_us", (double)st1.latency_p50_ns / 1e3);
+	out_num(&o, "p99_us", (double)st1.latency_p99_ns / 1e3);
+	out_num(&o, "unmap_s", unmap_s);
+	out_str(&o, "writeback", tide_writeback_name((enum tide_writeback)st1.writeback));
+	out_u64(&o, "odirect", (uint64_t)st1.odirect);
+	out_end(&o);
+}
+
+static void parse_spec(const char *text, struct spec *s)
+{
+	char buf[128], *save = NULL, *f[5] = { 0 };
+	int n = 0;
+
+	snprintf(buf, sizeof(buf), "%s", text);
+	for (char *tok = strtok_r(buf, ":", &save); tok && n < 5; tok = strtok_r(NULL, ":", &save))
+		f[n++] = tok;
+	if (n < 3)
+		die("bad spec '%s': pattern:source:page[:writeback[:threads]]", text);
+	memset(s, 0, sizeof(*s));
+	snprintf(s->pattern, sizeof(s->pattern), "%s", f[0]);
+	snprintf(s->source, sizeof(s->source), "%s", f[1]);
+	s->page = parse_size(f[2]);
+	s->wb = TIDE_WRITEBACK_FIXED;
+	if (n > 3 && !strcmp(f[3], "direct"))
+		s->wb = TIDE_WRITEBACK_DIRECT;
+	else if (n > 3 && strcmp(f[3], "fixed"))
+		die("bad write-back '%s' in '%s'", f[3], text);
+	s->threads = n > 4 ? atoi(f[4]) : 1;
+	if (strcmp(s->source, "cache") && strcmp(s->source, "disk"))
+		die("bad source '%s' in '%s'", s->source, text);
+	if (strcmp(s->pattern, "seqread") && strcmp(s->pattern, "randread") &&
+	    strcmp(s->pattern, "randwrite") && strcmp(s->pattern, "seqwrite"))
+		die("bad pattern '%s' in '%s'", s->pattern, text);
+	if (s->threads < 1 || s->threads > 64)
+		die("bad thread count in '%s'", text);
+}
+
+/* The default matrix: every figure run.sh puts beside a raw limit. */
+static const char *const all_specs[] = {
+	"randread:cache:4k", "seqread:cache:4k", "randread:cache:4k:fixed:2",
+	"randread:cache:64k", "seqread:cache:64k",
+	"seqread:disk:4k", "randread:disk:4k", "randwrite:disk:4k:fixed",
+	"randwrite:disk:4k:direct", "seqread:disk:64k", "randread:disk:64k",
+	"randwrite:disk:64k:fixed", "randwrite:disk:64k:direct",
+	"seqwrite:disk:64k:fixed", "seqwrite:disk:64k:direct", "randread:disk:4k:fixed:8",
+};
+
+int main(int argc, char **argv)
+{
+	struct spec s;
+	struct stat st;
+	int i;
+
+	for (i = 1; i < argc && argv[i][0] == '-'; i += 2) {
+		if (i + 1 >= argc)
+			die("%s needs a value", argv[i]);
+		if (!strcmp(argv[i], "--secs"))
+			secs = atof(argv[i + 1]);
+		else if (!strcmp(argv[i], "--file"))
+			file = argv[i + 1];
+		else if (!strcmp(argv[i], "--budget"))
+			budget = parse_size(argv[i + 1]);
+		else
+			die("unknown option %s", argv[i]);
+	}
+	if (!file || secs <= 0 || i >= argc)
+		die("usage: bench_fault [--secs S] --file F [--budget N] SPEC...|all\n"
+		    "  SPEC = pattern:source:page[:writeback[:threads]]");
+	if (stat(file, &st) < 0)
+		die("%s: %s (make it with bench_raw mkfile)", file, strerror(errno));
+	file_size = (uint64_t)st.st_size;
+	signal(SIGALRM, on_alarm);
+	for (; i < argc; i++) {
+		size_t n = !strcmp(argv[i], "all") ? sizeof(all_specs) / sizeof(all_specs[0]) : 1;
+		for (size_t k = 0; k < n; k++) {
+			parse_spec(n > 1 ? all_specs[k] : argv[i], &s);
+			/* A run is bounded by secs, so only a hang takes this long. */
+			alarm((unsigned)(secs * 10) + 60);
+			run(&s);
+			alarm(0);
+		}
+	}
+	return 0;
+}

@@ -251,27 +251,31 @@ static bool needs_ring(enum tide__hazard h) { return hazards[h].uses & USES_RING
 
 static int open_scratch(struct probe *pr, const char *dir)
 {
-	/* /var/tmp is usually a real disk; /tmp may be tmpfs (O_DIRECT only since 6.6). */
+	/* /var/tmp is usually a real disk; /tmp may be tmpfs (O_DIRECT only since 6.6).
+	 * A directory the caller names is the only one tried. */
 	const char *dirs[] = { dir, getenv("TIDE_PROBE_DIR"), "/var/tmp", getenv("TMPDIR"), "/tmp" };
+	size_t ndirs = dir ? 1 : sizeof(dirs) / sizeof(dirs[0]);
 	char path[4096];
+	int err = -ENOENT;
 
-	for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
+	for (size_t i = 0; i < ndirs; i++) {
 		if (!dirs[i] || !*dirs[i])
 			continue;
 		snprintf(path, sizeof(path), "%s/tide-hazard-XXXXXX", dirs[i]);
 		pr->fd = mkostemp(path, O_CLOEXEC);
-		if (pr->fd < 0)
+		if (pr->fd < 0) {
+			err = -errno;
 			continue;
+		}
 		pr->dfd = open(path, O_RDWR | O_DIRECT | O_CLOEXEC);
+		err = -errno;
 		unlink(path);
 		if (pr->dfd >= 0 || !needs_direct(pr->h))
 			return 0;
 		close(pr->fd);
 		pr->fd = -1;
-		if (dir)
-			return -EINVAL;  /* the caller asked for this directory */
 	}
-	return -ENOENT;
+	return err;
 }
 
 static int ring_call(struct probe *pr)
@@ -279,10 +283,7 @@ static int ring_call(struct probe *pr)
 	struct io_uring_cqe *cqe;
 	int ret = io_uring_submit_and_wait(&pr->ring, 1);
 
-	if (ret < 0)
-		return ret;
-	ret = io_uring_wait_cqe(&pr->ring, &cqe);
-	if (ret < 0)
+	if (ret < 0 || (ret = io_uring_wait_cqe(&pr->ring, &cqe)) < 0)
 		return ret;
 	ret = cqe->res;
 	io_uring_cqe_seen(&pr->ring, cqe);

@@ -22,6 +22,8 @@
 /* Signal handlers see the path to remove; set once before any data is written. */
 static char doomed_path[4096];
 static volatile sig_atomic_t doomed_armed;
+static pid_t doomed_owner;   /* a forked child (the runtime's probe) must not unlink */
+static int signal_taken;
 
 static void on_fatal_signal(int sig)
 {
@@ -32,10 +34,13 @@ static void on_fatal_signal(int sig)
 	static const char kept[] = "\n";
 	const char *msg = sig == SIGBUS ? bus : intr;
 
-	/* Only async-signal-safe calls: write, unlink, _exit. */
+	/* Only async-signal-safe calls: write, unlink, getpid, _exit. A second
+	 * thread hit by the same signal leaves it to the first. */
+	if (__atomic_exchange_n(&signal_taken, 1, __ATOMIC_SEQ_CST))
+		return;
 	if (write(STDERR_FILENO, msg, strlen(msg)) < 0)
 		_exit(128 + sig);
-	if (doomed_armed && unlink(doomed_path) == 0) {
+	if (doomed_armed && getpid() == doomed_owner && unlink(doomed_path) == 0) {
 		if (write(STDERR_FILENO, rm, sizeof(rm) - 1) < 0)
 			_exit(128 + sig);
 	} else if (write(STDERR_FILENO, kept, 1) < 0) {
@@ -487,6 +492,7 @@ int tide_cmd_sort(int argc, char **argv)
 		return ret > 0 ? 0 : 2;
 	if (check_args(&r.a) < 0)
 		return 2;
+	doomed_owner = getpid();
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGBUS, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);

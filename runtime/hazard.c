@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <liburing.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -27,7 +28,6 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-#include <liburing.h>
 
 #include "hazard.h"
 #include "uffd.h"
@@ -289,9 +289,7 @@ static int ring_call(struct probe *pr)
 	io_uring_cqe_seen(&pr->ring, cqe);
 	return ret;
 }
-
 static long fail_errno(long r) { return r < 0 ? -errno : r; }
-
 /* The operation; runs on its own thread, may block forever. */
 static void *operate(void *arg)
 {
@@ -440,8 +438,9 @@ static int setup(struct probe *pr, const char *dir)
 			   needs_direct(pr->h) ? "" : "out");
 	if (ftruncate(pr->fd, (off_t)len) < 0)
 		return -errno;
-	/* The file holds pattern 2, so a read into the page is recognisable. */
-	if (pwrite(pr->fd, pr->buf, len, 0) != (ssize_t)len || fdatasync(pr->fd) < 0)
+	/* For reads the file holds pattern 2, so a read into the page is
+	 * recognisable (O_DIRECT reads flush the page cache range first). */
+	if (!writes_file(pr->h) && pwrite(pr->fd, pr->buf, len, 0) != (ssize_t)len)
 		return -EIO;
 	if (needs_ring(pr->h)) {
 		ret = io_uring_queue_init(4, &pr->ring, 0);

@@ -289,6 +289,7 @@ static int ring_call(struct probe *pr)
 	io_uring_cqe_seen(&pr->ring, cqe);
 	return ret;
 }
+
 static long fail_errno(long r) { return r < 0 ? -errno : r; }
 /* The operation; runs on its own thread, may block forever. */
 static void *operate(void *arg)

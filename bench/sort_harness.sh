@@ -6,6 +6,8 @@
 #
 #   bench/sort_harness.sh [--size 512M] [--rounds 3] [--tide build/apps/tide]
 #                         [--dir DIR] [--out bench/results] [--threads N]
+#                         [--ratios "2 4 8"] [--pages "4K 64K 2M"]
+#                         [--backends "tide mmap memory"]
 #
 # Writes OUT/sort.csv (one row per run), OUT/sort_summary.dat (medians),
 # OUT/sort.png (or .svg) and OUT/sort_machine.txt. Needs jq, gnuplot, root for
@@ -21,6 +23,7 @@ out=$here/results
 threads=$(nproc)
 ratios="2 4 8"
 pages="4K 64K 2M"
+backends="tide mmap memory"
 
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -32,7 +35,8 @@ while [ $# -gt 0 ]; do
 	--threads) threads=$2; shift 2 ;;
 	--ratios) ratios=$2; shift 2 ;;
 	--pages) pages=$2; shift 2 ;;
-	-h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+	--backends) backends=$2; shift 2 ;;
+	-h|--help) sed -n '2,16p' "$0"; exit 0 ;;
 	*) echo "sort_harness: unknown argument $1" >&2; exit 2 ;;
 	esac
 done
@@ -90,14 +94,15 @@ trap 'exit 130' INT TERM
 cat "$out/sort_machine.txt" >&2
 
 csv=$out/sort.csv
-echo "round,backend,ratio,size,pool,page_size,threads,writeback,status,total_s,generate_s,sort_s,verify_s,writeback_s,cleanup_s,faults,major_faults,fills,evictions,bytes_read,bytes_written,peak_rss,peak_resident,cgroup,cgroup_max_usage" > "$csv"
+echo "round,backend,ratio,size,pool,page_size,threads,writeback,status,total_s,generate_s,sort_s,verify_s,writeback_s,cleanup_s,faults,major_faults,fills,evictions,bytes_read,bytes_written,peak_rss,peak_resident,cgroup,cgroup_max_usage,oom_kills" > "$csv"
 
 json=$(mktemp) || die "mktemp"
 trap 'rm -f "$json"; cleanup' EXIT
 
 # run ROUND BACKEND RATIO PAGE
 run() {
-	local round=$1 backend=$2 ratio=$3 page=$4 pool status cgcol=- cgmax=""
+	local round=$1 backend=$2 ratio=$3 page=$4 pool status cgcol=- cgmax="" ooms="" oom0
+	case " $backends " in *" $backend "*) ;; *) return ;; esac
 	pool=$((bytes / ratio))
 	local args=(sort --size "$bytes" --pool "$pool" --threads "$threads" --seed "$round"
 		    --backend "$backend" --file "$dir/tide-sort-bench-$$.dat" --json)
@@ -107,6 +112,7 @@ run() {
 		echo 1 > "$cg/memory.force_empty" 2>/dev/null
 		echo "$pool" > "$cg/memory.limit_in_bytes" || die "cannot set the limit of $cg"
 		echo 0 > "$cg/memory.max_usage_in_bytes" 2>/dev/null
+		oom0=$(awk '/oom_kill / {print $2}' "$cg/memory.oom_control")
 		# The child joins the group before it execs tide, so every page it
 		# touches is charged there.
 		sh -c 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"' sh "$cg" \
@@ -114,6 +120,9 @@ run() {
 		status=$?
 		cgcol=v1
 		cgmax=$(cat "$cg/memory.max_usage_in_bytes")
+		# Dirty MAP_SHARED pages cannot be written back from cgroup v1 reclaim,
+		# so the kernel may kill the run: count it, it is a result too.
+		ooms=$(( $(awk '/oom_kill / {print $2}' "$cg/memory.oom_control") - oom0 ))
 	else
 		[ "$backend" = mmap ] && cgcol=none
 		"$tide_bin" "${args[@]}" > "$json"
@@ -121,15 +130,15 @@ run() {
 	fi
 	rm -f "$dir/tide-sort-bench-$$.dat"
 	if [ -s "$json" ]; then
-		jq -r --arg r "$round" --arg st "$status" --arg cg "$cgcol" --arg cgm "$cgmax" \
+		jq -r --arg r "$round" --arg st "$status" --arg cg "$cgcol" --arg cgm "$cgmax" --arg oom "$ooms" \
 		   '[$r, .backend, (.ratio|tostring), .size, .pool, .page_size, .threads,
 		     (.writeback // "-"), $st, .seconds.total, .seconds.generate, .seconds.sort,
 		     .seconds.verify, .seconds.writeback, .seconds.cleanup, .faults,
 		     .major_faults, (.fills // ""), (.evictions // ""), .bytes_read,
-		     .bytes_written, .peak_rss_bytes, (.peak_resident_bytes // ""), $cg, $cgm]
+		     .bytes_written, .peak_rss_bytes, (.peak_resident_bytes // ""), $cg, $cgm, $oom]
 		    | map(tostring) | join(",")' "$json" >> "$csv"
 	else
-		echo "$round,$backend,$ratio,$bytes,$pool,$page,$threads,-,$status,,,,,,,,,,,,,,,$cgcol,$cgmax" >> "$csv"
+		echo "$round,$backend,$ratio,$bytes,$pool,$page,$threads,-,$status,,,,,,,,,,,,,,,$cgcol,$cgmax,$ooms" >> "$csv"
 	fi
 	printf 'sort_harness: round %s %-6s ratio %s page %-4s -> status %s, %s s\n' \
 		"$round" "$backend" "$ratio" "$page" "$status" \

@@ -16,6 +16,7 @@
  * from the environment, so run.sh can compare them without a rebuild.
  *
  * Usage: bench_fault [--secs S] --file F [--budget N] SPEC...|all
+ *        bench_fault --list    (the specs of `all`, one a line)
  */
 #include <fcntl.h>
 #include <pthread.h>
@@ -266,6 +267,11 @@ int main(int argc, char **argv)
 	struct stat st;
 	int i;
 
+	if (argc == 2 && !strcmp(argv[1], "--list")) {
+		for (size_t k = 0; k < sizeof(all_specs) / sizeof(all_specs[0]); k++)
+			printf("%s\n", all_specs[k]);
+		return 0;
+	}
 	for (i = 1; i < argc && argv[i][0] == '-'; i += 2) {
 		if (i + 1 >= argc)
 			die("%s needs a value", argv[i]);
@@ -290,7 +296,7 @@ int main(int argc, char **argv)
 		for (size_t k = 0; k < n; k++) {
 			parse_spec(n > 1 ? all_specs[k] : argv[i], &s);
 			/* A run is bounded by secs, so only a hang takes this long. */
-			alarm((unsigned)(secs * 10) + 60);
+			alarm((unsigned)(secs * 5) + 20);
 			run(&s);
 			alarm(0);
 		}

@@ -1,0 +1,194 @@
+#!/bin/sh
+# One benchmark run: the raw limits (bench_raw), tide (bench_fault) and kernel
+# mmap under the same memory budget, in alternating repetitions so that drift
+# on this shared 2-vCPU VM hits all of them alike. Prints medians and the
+# ratios of tide to its raw limit, and keeps the report in bench/results/.
+#
+#   bench/run.sh [--quick] [--reps N] [--secs S] [--budget SIZE] [--dir DIR]
+#
+# --quick: about a minute (shorter runs, smaller file). Any TIDE_* variable in
+# the environment reaches every tide run (e.g. TIDE_SPIN_US=50).
+set -eu
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(dirname "$here")
+build=$root/build-bench
+reps=3 secs=1 budget=128M dir=/var/tmp
+while [ $# -gt 0 ]; do
+	case $1 in
+	--quick) reps=3 secs=0.3 budget=64M; shift ;;
+	--reps) reps=$2; shift 2 ;;
+	--secs) secs=$2; shift 2 ;;
+	--budget) budget=$2; shift 2 ;;
+	--dir) dir=$2; shift 2 ;;
+	*) echo "usage: $0 [--quick] [--reps N] [--secs S] [--budget SIZE] [--dir DIR]" >&2; exit 2 ;;
+	esac
+done
+
+if [ ! -d "$build" ]; then
+	meson setup "$build" "$root" --buildtype=release >/dev/null
+fi
+ninja -C "$build" bench/bench_raw bench/bench_fault >/dev/null
+
+raw=$build/bench/bench_raw
+fault=$build/bench/bench_fault
+stamp=$(date +%Y-%m-%d-%H%M)
+out=$here/results/$stamp-fault
+mkdir -p "$here/results"
+data=$dir/tide-bench-$$.dat
+jsonl=$out.jsonl
+: >"$jsonl"
+trap 'rm -f "$data" "$data.out"' EXIT
+trap 'rm -f "$data" "$data.out"; exit 130' INT TERM
+
+# The file is 4x the budget: every pattern has to evict.
+bytes=$(echo "$budget" | awk '{ n = $0 + 0; u = substr($0, length($0));
+	if (u == "K" || u == "k") n *= 1024; if (u == "M" || u == "m") n *= 1048576;
+	if (u == "G" || u == "g") n *= 1073741824; printf "%d", n }')
+"$raw" --file "$data" --size $((bytes * 4)) mkfile
+
+tag() { awk -v r="$1" '{ sub(/^\{/, "{\"rep\":" r ","); print }'; }
+part_raw() { "$raw" --secs "$secs" --file "$data" uffd uffd2 wp uring | tag "$1" >>"$jsonl"; }
+part_mmap() { "$raw" --secs "$secs" --file "$data" --budget "$budget" mmap | tag "$1" >>"$jsonl"; }
+# One process per tide figure: a hang or crash costs that figure only.
+part_tide() {
+	for spec in $("$fault" --list); do
+		"$fault" --secs "$secs" --file "$data" --budget "$budget" "$spec" >"$data.out" \
+			|| echo "{\"name\":\"$spec\",\"skip\":\"bench_fault exited with status $?\"}" >>"$data.out"
+		tag "$1" <"$data.out" >>"$jsonl"
+	done
+	rm -f "$data.out"
+}
+
+start=$(date +%s)
+r=1
+while [ "$r" -le "$reps" ]; do
+	echo "repetition $r of $reps" >&2
+	# Alternate the order so no part always runs first or last.
+	if [ $((r % 2)) -eq 1 ]; then
+		part_raw $r; part_tide $r; part_mmap $r
+	else
+		part_mmap $r; part_tide $r; part_raw $r
+	fi
+	r=$((r + 1))
+done
+elapsed=$(($(date +%s) - start))
+
+# Medians of every numeric field of every result, over the repetitions.
+awk '
+/"skip"/ { next }
+{
+	line = $0; gsub(/^\{|\}$/, "", line); n = split(line, kv, ",")
+	name = ""
+	for (i = 1; i <= n; i++) {
+		split(kv[i], p, ":"); k = p[1]; v = substr(kv[i], length(k) + 2)
+		gsub(/"/, "", k)
+		if (k == "name") { gsub(/"/, "", v); name = v }
+	}
+	for (i = 1; i <= n; i++) {
+		split(kv[i], p, ":"); k = p[1]; v = substr(kv[i], length(k) + 2)
+		gsub(/"/, "", k)
+		if (k == "name" || k == "rep" || v ~ /"/) continue
+		key = name "," k
+		if (!(key in cnt)) order[++nk] = key
+		vals[key, ++cnt[key]] = v + 0
+	}
+}
+END {
+	print "name,field,median,min,max,n"
+	for (j = 1; j <= nk; j++) {
+		key = order[j]; c = cnt[key]
+		for (a = 1; a <= c; a++) s[a] = vals[key, a]
+		for (a = 2; a <= c; a++) { x = s[a]; for (b = a - 1; b >= 1 && s[b] > x; b--) s[b + 1] = s[b]; s[b + 1] = x }
+		med = c % 2 ? s[(c + 1) / 2] : (s[c / 2] + s[c / 2 + 1]) / 2
+		printf "%s,%.6g,%.6g,%.6g,%d\n", key, med, s[1], s[c], c
+	}
+}' "$jsonl" >"$out.csv"
+
+machine() {
+	src=$(findmnt -no SOURCE --target "$dir" 2>/dev/null || echo "?")
+	dev=$(basename "$src")
+	echo "- kernel: $(uname -r), $(nproc) vCPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'))"
+	echo "- memory: $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
+	echo "- disk: $dir on $src ($(findmnt -no FSTYPE --target "$dir" 2>/dev/null)), scheduler $(cat /sys/block/"$dev"/queue/scheduler 2>/dev/null | sed 's/.*\[\(.*\)\].*/\1/' || echo ?)"
+	echo "- tide: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo ?)$(git -C "$root" status --porcelain runtime 2>/dev/null | grep -q . && echo ' + uncommitted runtime changes')"
+	echo "- run: $reps repetitions, ${secs}s per figure, budget $budget, file $((bytes * 4 / 1048576)) MiB, $elapsed s in all; load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+	env | grep '^TIDE_' | sed 's/^/- env: /' || true
+}
+
+# The report: each tide figure beside its raw limit, as a ratio.
+report() {
+	echo "# Fault-path benchmark, $stamp"
+	echo
+	machine
+	echo
+	awk -F, '
+NR > 1 { m[$1 "," $2] = $3 }
+function get(k) { return (k in m) ? m[k] : "" }
+function row(what, tn, tf, rn, rf, target, unit,   t, r, ratio, ok) {
+	t = get(tn "," tf); r = get(rn "," rf)
+	ratio = (t != "" && r != "" && r > 0) ? sprintf("%.2f", t / r) : "n/a"
+	ok = (ratio == "n/a" || target == "") ? "" : (ratio + 0 >= target ? "yes" : "**no**")
+	printf "| %s | %s | %s | %s | %s | %s |\n", what, fmt(t, unit), fmt(r, unit), ratio, target == "" ? "" : ">= " target, ok
+}
+function fmt(v, unit) {
+	if (v == "") return "n/a"
+	if (unit == "MB/s") return sprintf("%.0f MB/s", v)
+	if (v >= 10000) return sprintf("%.1fk/s", v / 1000)
+	return sprintf("%.0f/s", v)
+}
+END {
+	print "## Tide against its raw limit (medians; ratio = tide / limit)"
+	print ""
+	print "| figure | tide | limit | ratio | target | met |"
+	print "|---|---|---|---|---|---|"
+	row("fill per fault, 1 thread, 4 KiB, page cache (vs uffd same-vCPU round trip)", "tide.randread.cache.4k", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
+	row("same, sequential", "tide.seqread.cache.4k", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
+	row("fill per fault, 64 KiB, page cache (vs uffd same-vCPU 64 KiB)", "tide.randread.cache.64k", "faults_per_s", "uffd.same.64k", "per_s", "")
+	row("two app threads, 4 KiB, page cache (vs one uffd + handler per vCPU)", "tide.randread.cache.4k.t2", "faults_per_s", "uffd2.percpu.4k", "per_s", 0.7)
+	row("sequential fill from disk, 64 KiB pages (vs io_uring seq read QD32)", "tide.seqread.disk.64k", "fill_mbps", "uring.seqread.64k.qd32", "mbps", 0.9, "MB/s")
+	row("random 4 KiB fill, 8 app threads (vs io_uring rand read QD8)", "tide.randread.disk.4k.t8", "fills_per_s", "uring.randread.4k.qd8", "per_s", 0.7)
+	row("dirty eviction, fixed, 64 KiB (vs io_uring seq write QD32)", "tide.seqwrite.disk.64k.fixed", "wb_mbps", "uring.seqwrite.64k.qd32", "mbps", 0.8, "MB/s")
+	row("dirty eviction, direct, 64 KiB (vs io_uring seq write QD32)", "tide.seqwrite.disk.64k.direct", "wb_mbps", "uring.seqwrite.64k.qd32", "mbps", 0.8, "MB/s")
+	print ""
+	print "## Tide against kernel mmap under the same memory budget (cold file, 4 KiB touches)"
+	print ""
+	print "| pattern | tide | mmap | ratio |"
+	print "|---|---|---|---|"
+	split("seqread.disk.4k:seqread:mbps seqread.disk.64k:seqread:mbps randread.disk.4k:randread:per_s randread.disk.64k:randread:per_s randwrite.disk.4k.fixed:randwrite:per_s randwrite.disk.4k.direct:randwrite:per_s randwrite.disk.64k.fixed:randwrite:per_s randwrite.disk.64k.direct:randwrite:per_s", L, " ")
+	for (i = 1; i in L; i++) {
+		split(L[i], q, ":")
+		t = get("tide." q[1] "," q[3]); k = get("mmap." q[2] ".4k," q[3])
+		u = q[3] == "mbps" ? "MB/s" : ""
+		printf "| %s (%s) | %s | %s | %s |\n", q[1], q[3] == "mbps" ? "MB/s" : "touches/s", fmt(t, u), fmt(k, u), (t != "" && k > 0) ? sprintf("%.2f", t / k) : "n/a"
+	}
+	print ""
+	print "## Every figure (medians)"
+	print ""
+	print "| name | per s | MB/s | faults/s | mean µs | p50 µs | p99 µs | fills | evictions (dirty) |"
+	print "|---|---|---|---|---|---|---|---|---|"
+	for (k in m) { split(k, q, ","); if (!(q[1] in seen)) { seen[q[1]] = 1; names[++nn] = q[1] } }
+	for (a = 2; a <= nn; a++) { x = names[a]; for (b = a - 1; b >= 1 && names[b] > x; b--) names[b + 1] = names[b]; names[b + 1] = x }
+	for (a = 1; a <= nn; a++) {
+		n = names[a]
+		printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", n, num(get(n ",per_s")), num(get(n ",mbps")),
+			num(get(n ",faults_per_s")), num(get(n ",mean_us")), num(get(n ",p50_us")), num(get(n ",p99_us")),
+			num(get(n ",fills")), get(n ",evictions") == "" ? "" : num(get(n ",evictions")) " (" num(get(n ",evictions_dirty")) ")"
+	}
+}
+function num(v) { if (v == "") return ""; return v >= 100 ? sprintf("%.0f", v) : sprintf("%.3g", v) }
+' "$out.csv"
+	echo
+	skips=$(grep '"skip"' "$jsonl" | sort -u || true)
+	if [ -n "$skips" ]; then
+		echo "## Skipped"
+		echo
+		echo "$skips" | sed 's/^/    /'
+		echo
+	fi
+	echo "Raw results: \`$(basename "$jsonl")\` (one JSON object per run and repetition), medians: \`$(basename "$out.csv")\`. See bench/README.md for what each figure means."
+}
+
+report >"$out.md"
+cp "$out.md" "$here/results/latest.md"
+cat "$out.md"

@@ -15,7 +15,7 @@
  * Other options (TIDE_SPIN_US, TIDE_SERVICE_CPU, TIDE_READ_AHEAD...) come
  * from the environment, so run.sh can compare them without a rebuild.
  *
- * Usage: bench_fault [--secs S] --file F [--budget N] SPEC...|all
+ * Usage: bench_fault [--secs S] --file F [--budget N] [--app-cpu C] SPEC...|all
  *        bench_fault --list    (the specs of `all`, one a line)
  */
 #include <fcntl.h>
@@ -32,6 +32,7 @@ static double secs = 1.0;
 static const char *file;
 static uint64_t file_size;
 static uint64_t budget = 256 * MiB;
+static int app_cpu = -1;          /* --app-cpu: pin app thread i to (app_cpu + i) % ncpu */
 
 struct spec {
 	char pattern[16], source[8];
@@ -46,6 +47,7 @@ struct worker {
 	uint64_t first, end;     /* bytes of the region this thread walks (seq) */
 	uint64_t seed, deadline;
 	uint64_t touches;
+	struct worker *self0;    /* the first worker: this one's index is w - self0 */
 	pthread_t thread;
 };
 
@@ -54,6 +56,9 @@ static void *worker_main(void *arg)
 	struct worker *w = arg;
 	bool write = strstr(w->s->pattern, "write") != NULL;
 	uint64_t sink = 0, npages = file_size / (4 * KiB);
+
+	if (app_cpu >= 0)
+		pin_cpu((app_cpu + (int)(w - w->self0)) % (int)sysconf(_SC_NPROCESSORS_ONLN));
 
 	if (!strncmp(w->s->pattern, "seq", 3)) {
 		for (uint64_t off = w->first; off < w->end; off += 4 * KiB, w->touches++) {
@@ -114,7 +119,10 @@ static void spec_name(const struct spec *s, char *buf, size_t len)
 	if (strstr(s->pattern, "write") && n > 0 && (size_t)n < len)
 		n += snprintf(buf + n, len - (size_t)n, ".%s", tide_writeback_name(s->wb));
 	if (s->threads > 1 && n > 0 && (size_t)n < len)
-		snprintf(buf + n, len - (size_t)n, ".t%d", s->threads);
+		n += snprintf(buf + n, len - (size_t)n, ".t%d", s->threads);
+	/* Pinned runs are named apart: placement is what they measure. */
+	if (app_cpu >= 0 && n > 0 && (size_t)n < len)
+		snprintf(buf + n, len - (size_t)n, ".pin%d", app_cpu);
 }
 
 static void run(const struct spec *s)
@@ -170,7 +178,7 @@ static void run(const struct spec *s)
 	for (int i = 0; i < s->threads; i++) {
 		w[i] = (struct worker){ .s = s, .base = base, .seed = 0x9e3779b9u + 7919u * (uint64_t)i,
 					.deadline = deadline, .first = slice * (uint64_t)i,
-					.end = slice * (uint64_t)(i + 1) };
+					.end = slice * (uint64_t)(i + 1), .self0 = w };
 		pthread_create(&w[i].thread, NULL, worker_main, &w[i]);
 	}
 	uint64_t touches = 0;
@@ -281,6 +289,8 @@ int main(int argc, char **argv)
 			file = argv[i + 1];
 		else if (!strcmp(argv[i], "--budget"))
 			budget = parse_size(argv[i + 1]);
+		else if (!strcmp(argv[i], "--app-cpu"))
+			app_cpu = atoi(argv[i + 1]);
 		else
 			die("unknown option %s", argv[i]);
 	}

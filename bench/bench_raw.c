@@ -7,6 +7,8 @@
  *          busy-polling on the other vCPU; 4 KiB and 64 KiB pages
  *   uffd2  two app threads: one shared uffd vs one uffd + handler per vCPU
  *   wp     write-protect fault + UFFDIO_WRITEPROTECT clear round trip
+ *   pager  a minimal pager at its budget: pread from the page cache of --file,
+ *          UFFDIO_COPY, MADV_DONTNEED of the oldest page, per fault
  *   uring  io_uring O_DIRECT with fixed buffers on --file
  *   mmap   kernel mmap of --file under a cgroup v1 memory limit of --budget
  *   mkfile write --file with --size bytes of data and fsync it
@@ -34,6 +36,8 @@ static uint64_t file_size;
 static uint64_t budget = 256 * MiB;
 static int ncpu;
 
+static int open_file(int flags);
+
 /* ---- userfaultfd round trip ---- */
 
 /* The handler serves every fault of its uffd until it has served the one on
@@ -46,6 +50,12 @@ struct handler {
 	size_t page;
 	char *src;               /* the bytes every fill copies */
 	char *stop_page;
+	/* The "minimal pager" variant: read the page from --file (page cache)
+	 * first, and keep at most `keep` pages resident, dropping the oldest
+	 * with MADV_DONTNEED, as a pool at its budget must on every fill. */
+	int fd;
+	size_t keep, kept, oldest;   /* oldest: next slot of the FIFO to reuse */
+	char **resident;
 	pthread_t thread;
 };
 
@@ -61,17 +71,25 @@ struct app {
 	pthread_t thread;
 };
 
-static char *map_aligned(size_t len, size_t align)
+static void pager_fill(struct handler *h, char *a)
 {
-	char *p = mmap(NULL, len + align, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	uint64_t off = ((uintptr_t)a / h->page * h->page) % (file_size / h->page * h->page);
+	int ret;
 
-	if (p == MAP_FAILED)
-		die("mmap %zu: %s", len, strerror(errno));
-	char *a = (char *)(((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1));
-	/* THP would turn a fault into a 2 MiB one; the bench wants pages. */
-	madvise(a, len, MADV_NOHUGEPAGE);
-	return a;
+	if (pread(h->fd, h->src, h->page, (off_t)off) != (ssize_t)h->page)
+		die("pread %s: %s", file, strerror(errno));
+	ret = tide__uffd_copy(h->uffd, a, h->src, h->page, 0, NULL);
+	if (ret == -EEXIST)
+		ret = tide__uffd_wake(h->uffd, a, h->page);
+	if (ret < 0)
+		die("UFFDIO_COPY: %s", strerror(-ret));
+	/* FIFO is enough here: the app walks the region in order. */
+	if (h->kept == h->keep)
+		madvise(h->resident[h->oldest], h->page, MADV_DONTNEED);
+	else
+		h->kept++;
+	h->resident[h->oldest] = a;
+	h->oldest = (h->oldest + 1) % h->keep;
 }
 
 static void *handler_main(void *arg)
@@ -94,6 +112,9 @@ static void *handler_main(void *arg)
 		int ret;
 		if (m.arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP) {
 			ret = tide__uffd_wp(h->uffd, a, h->page, false, true);
+		} else if (h->fd >= 0 && a != h->stop_page) {
+			pager_fill(h, a);
+			ret = 0;
 		} else {
 			ret = tide__uffd_copy(h->uffd, a, h->src, h->page, 0, NULL);
 			if (ret == -EEXIST)
@@ -118,6 +139,7 @@ static void handler_start(struct handler *h, int cpu, bool poll, size_t page)
 	h->cpu = cpu;
 	h->poll = poll;
 	h->page = page;
+	h->fd = -1;
 	h->src = map_aligned(page, page);
 	memset(h->src, 0x5a, page);
 	h->stop_page = map_aligned(page, page);
@@ -127,11 +149,31 @@ static void handler_start(struct handler *h, int cpu, bool poll, size_t page)
 	pthread_create(&h->thread, NULL, handler_main, h);
 }
 
+/* Turn a handler into the minimal pager, with --file warm in the page cache. */
+static void handler_pager(struct handler *h, size_t keep)
+{
+	char *buf = malloc(4 * MiB);
+
+	h->fd = open_file(O_RDONLY);
+	for (uint64_t off = 0; buf && off < file_size; off += 4 * MiB)
+		if (pread(h->fd, buf, 4 * MiB, (off_t)off) < 0)
+			die("warm %s: %s", file, strerror(errno));
+	free(buf);
+	h->keep = keep;
+	h->resident = calloc(keep, sizeof(*h->resident));
+	if (!h->resident)
+		die("out of memory");
+}
+
 static void handler_stop(struct handler *h)
 {
 	(void)*(volatile char *)h->stop_page;
 	pthread_join(h->thread, NULL);
 	close(h->uffd);
+	if (h->fd >= 0) {
+		close(h->fd);
+		free(h->resident);
+	}
 	munmap(h->src, h->page);
 	munmap(h->stop_page, h->page);
 }
@@ -198,20 +240,21 @@ static void app_fini(struct app *a)
 
 /* One app thread and one handler. */
 static void uffd_one(const char *variant, int app_cpu, int h_cpu, bool poll, size_t page,
-		     bool wp)
+		     bool wp, bool pager)
 {
 	struct handler h;
 	struct app a;
 	struct out o;
 	char name[64], tag[24];
-
 	handler_start(&h, h_cpu, poll, page);
+	if (pager)
+		handler_pager(&h, 4 * MiB / page);
 	app_init(&a, &h, 16 * MiB, app_cpu, wp);
 	a.deadline = now_ns() + (uint64_t)(secs * 1e9);
 	app_main(&a);
 	handler_stop(&h);
 
-	snprintf(name, sizeof(name), "%s.%s.%s", wp ? "wp" : "uffd", variant,
+	snprintf(name, sizeof(name), "%s.%s.%s", wp ? "wp" : pager ? "pager" : "uffd", variant,
 		 size_tag(page, tag, sizeof(tag)));
 	out_begin(&o, name);
 	out_u64(&o, "page", page);
@@ -229,20 +272,30 @@ static void test_uffd(void)
 	size_t pages[] = { 4 * KiB, 64 * KiB };
 
 	for (int i = 0; i < 2; i++) {
-		uffd_one("same", 0, 0, false, pages[i], false);
+		uffd_one("same", 0, 0, false, pages[i], false, false);
 		if (ncpu < 2)
 			continue;
-		uffd_one("other", 0, 1, false, pages[i], false);
-		uffd_one("poll", 0, 1, true, pages[i], false);
-		uffd_one("unpinned", -1, -1, false, pages[i], false);
+		uffd_one("other", 0, 1, false, pages[i], false, false);
+		uffd_one("poll", 0, 1, true, pages[i], false, false);
+		uffd_one("unpinned", -1, -1, false, pages[i], false, false);
 	}
+}
+
+/* The round trip of a minimal pager at its budget: pread from the page cache,
+ * UFFDIO_COPY, and one MADV_DONTNEED per fill (4 MiB resident). The floor for
+ * tide's fill from the page cache with a full pool. */
+static void test_pager(void)
+{
+	uffd_one("same", 0, 0, false, 4 * KiB, false, true);
+	uffd_one("unpinned", -1, -1, false, 4 * KiB, false, true);
+	uffd_one("same", 0, 0, false, 64 * KiB, false, true);
 }
 
 static void test_wp(void)
 {
-	uffd_one("same", 0, 0, false, 4 * KiB, true);
+	uffd_one("same", 0, 0, false, 4 * KiB, true, false);
 	if (ncpu >= 2)
-		uffd_one("other", 0, 1, false, 4 * KiB, true);
+		uffd_one("other", 0, 1, false, 4 * KiB, true, false);
 }
 
 /* Two app threads, one per vCPU: served by one shared uffd and handler, or by
@@ -311,6 +364,7 @@ static int open_file(int flags)
 	file_size = (uint64_t)st.st_size;
 	return fd;
 }
+
 
 static void uring_issue(struct io_uring *ring, int fd, const struct iovec *iov, unsigned slot,
 			uint64_t *t_start, uint64_t blk, bool write)
@@ -609,7 +663,8 @@ int main(int argc, char **argv)
 {
 	static const struct { const char *name; void (*fn)(void); } tests[] = {
 		{ "mkfile", test_mkfile }, { "uffd", test_uffd }, { "uffd2", test_uffd2 },
-		{ "wp", test_wp }, { "uring", test_uring }, { "mmap", test_mmap },
+		{ "wp", test_wp }, { "pager", test_pager }, { "uring", test_uring },
+		{ "mmap", test_mmap },
 	};
 	int i;
 
@@ -630,7 +685,7 @@ int main(int argc, char **argv)
 	}
 	if (secs <= 0 || i >= argc)
 		die("usage: bench_raw [--secs S] [--file F] [--size N] [--budget N] "
-		    "mkfile|uffd|uffd2|wp|uring|mmap...");
+		    "mkfile|uffd|uffd2|wp|pager|uring|mmap...");
 	for (; i < argc; i++) {
 		size_t t;
 		for (t = 0; t < sizeof(tests) / sizeof(tests[0]); t++)

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #define KiB (1024ull)
@@ -211,6 +212,20 @@ static inline const char *size_tag(size_t bytes, char *buf, size_t len)
 	else
 		snprintf(buf, len, "%zuk", (size_t)(bytes / KiB));
 	return buf;
+}
+
+/* Anonymous memory aligned to `align`, without THP. */
+static inline char *map_aligned(size_t len, size_t align)
+{
+	char *p = mmap(NULL, len + align, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+
+	if (p == MAP_FAILED)
+		die("mmap %zu: %s", len, strerror(errno));
+	char *a = (char *)(((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1));
+	/* THP would turn a fault into a 2 MiB one; the bench wants pages. */
+	madvise(a, len, MADV_NOHUGEPAGE);
+	return a;
 }
 
 #endif /* TIDE_BENCH_UTIL_H */

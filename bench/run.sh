@@ -48,7 +48,7 @@ bytes=$(echo "$budget" | awk '{ n = $0 + 0; u = substr($0, length($0));
 "$raw" --file "$data" --size $((bytes * 4)) mkfile
 
 tag() { awk -v r="$1" '{ sub(/^\{/, "{\"rep\":" r ","); print }'; }
-part_raw() { "$raw" --secs "$secs" --file "$data" uffd uffd2 wp uring | tag "$1" >>"$jsonl"; }
+part_raw() { "$raw" --secs "$secs" --file "$data" uffd uffd2 wp pager uring | tag "$1" >>"$jsonl"; }
 part_mmap() { "$raw" --secs "$secs" --file "$data" --budget "$budget" mmap | tag "$1" >>"$jsonl"; }
 # One process per tide figure: a hang or crash costs that figure only.
 part_tide() {
@@ -57,7 +57,12 @@ part_tide() {
 			|| echo "{\"name\":\"$spec\",\"skip\":\"bench_fault exited with status $?\"}" >>"$data.out"
 		tag "$1" <"$data.out" >>"$jsonl"
 	done
+	# Placement: service thread and app thread pinned to one vCPU.
+	TIDE_SERVICE_CPU=0 "$fault" --secs "$secs" --file "$data" --budget "$budget" --app-cpu 0 \
+		randread:cache:4k | tag "$1" >>"$jsonl" || true
 	rm -f "$data.out"
+	# Let the host settle the writes before the next part reads the disk.
+	sync; sleep 1
 }
 
 start=$(date +%s)
@@ -144,6 +149,9 @@ END {
 	print "|---|---|---|---|---|---|"
 	row("fill per fault, 1 thread, 4 KiB, page cache (vs uffd same-vCPU round trip)", "tide.randread.cache.4k", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
 	row("same, sequential", "tide.seqread.cache.4k", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
+	row("same, tide and app pinned to one vCPU", "tide.randread.cache.4k.pin0", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
+	row("fill per fault vs a minimal pager (pread + COPY + DONTNEED, same vCPU)", "tide.randread.cache.4k", "faults_per_s", "pager.same.4k", "per_s", "")
+	row("same, pinned to one vCPU, vs the minimal pager", "tide.randread.cache.4k.pin0", "faults_per_s", "pager.same.4k", "per_s", "")
 	row("fill per fault, 64 KiB, page cache (vs uffd same-vCPU 64 KiB)", "tide.randread.cache.64k", "faults_per_s", "uffd.same.64k", "per_s", "")
 	row("two app threads, 4 KiB, page cache (vs one uffd + handler per vCPU)", "tide.randread.cache.4k.t2", "faults_per_s", "uffd2.percpu.4k", "per_s", 0.7)
 	row("sequential fill from disk, 64 KiB pages (vs io_uring seq read QD32)", "tide.seqread.disk.64k", "fill_mbps", "uring.seqread.64k.qd32", "mbps", 0.9, "MB/s")

@@ -203,6 +203,13 @@ static int check_args(struct sort_args *a)
 			a->page_size = o.page_size;
 		if (!a->writeback_set)
 			a->writeback = o.writeback;
+		if (a->pool / a->page_size < TIDE_MIN_PAGES) {
+			fprintf(stderr, "tide sort: --pool %s holds fewer than %u pages of %s; "
+				"give a bigger pool or a smaller --page-size\n",
+				cli_format_bytes(a->pool, s1, sizeof(s1)), TIDE_MIN_PAGES,
+				cli_format_bytes(a->page_size, s2, sizeof(s2)));
+			return -EINVAL;
+		}
 		if (a->size % a->page_size) {
 			fprintf(stderr, "tide sort: --size %llu is not a multiple of the page "
 				"size %s (tide maps whole pages)\n", (unsigned long long)a->size,

@@ -166,8 +166,11 @@ static void expect_sorted_file(const char *path, uint64_t size)
 	unlink(path);
 }
 
+static void expect_refused(const char *const *args, const char *why);
+
 /* One run of the matrix: sort, check the JSON, check the kept file on disk. */
-static void sort_case(const char *backend, const char *writeback, const char *page)
+static void sort_case_sized(const char *backend, const char *writeback, const char *page,
+			    uint64_t data, uint64_t budget)
 {
 	char path[512], size[32], pool[32];
 	const char *args[20];
@@ -176,8 +179,8 @@ static void sort_case(const char *backend, const char *writeback, const char *pa
 
 	cr_assert(o);
 	file_path(path, sizeof(path), backend);
-	snprintf(size, sizeof(size), "%llu", DATA);
-	snprintf(pool, sizeof(pool), "%llu", POOL);
+	snprintf(size, sizeof(size), "%llu", (unsigned long long)data);
+	snprintf(pool, sizeof(pool), "%llu", (unsigned long long)budget);
 	args[n++] = "--size"; args[n++] = size;
 	args[n++] = "--pool"; args[n++] = pool;
 	args[n++] = "--backend"; args[n++] = backend;
@@ -200,21 +203,26 @@ static void sort_case(const char *backend, const char *writeback, const char *pa
 	expect_json(o, "sorted", "true");
 	expect_json(o, "checksum_match", "true");
 	expect_json(o, "ok", "true");
-	cr_expect_eq(json_u64(o, "size"), DATA);
+	cr_expect_eq(json_u64(o, "size"), data);
 	cr_expect_eq(json_u64(o, "inversions"), 0);
 	if (!strcmp(backend, "tide")) {
 		/* A pool a quarter of the data must have filled and evicted pages. */
 		cr_expect_gt(json_u64(o, "fills"), 0, "no fills: %s", o->out);
 		cr_expect_gt(json_u64(o, "evictions"), 0, "no evictions: %s", o->out);
-		cr_expect_leq(json_u64(o, "peak_resident_bytes"), POOL,
+		cr_expect_leq(json_u64(o, "peak_resident_bytes"), budget,
 			      "resident pages went over the budget: %s", o->out);
 		if (writeback && strcmp(writeback, "auto"))
 			expect_json(o, "writeback", writeback);
 	} else {
 		expect_json(o, "fills", "null");
 	}
-	expect_sorted_file(path, DATA);
+	expect_sorted_file(path, data);
 	free(o);
+}
+
+static void sort_case(const char *backend, const char *writeback, const char *page)
+{
+	sort_case_sized(backend, writeback, page, DATA, POOL);
 }
 
 Test(sort, memory) { sort_case("memory", NULL, NULL); }
@@ -224,7 +232,17 @@ Test(sort, tide_fixed, .init = test_require_uffd) { sort_case("tide", "fixed", N
 Test(sort, tide_direct, .init = test_require_uffd) { sort_case("tide", "direct", NULL); }
 Test(sort, tide_auto, .init = test_require_uffd) { sort_case("tide", "auto", NULL); }
 Test(sort, tide_small_pages, .init = test_require_uffd) { sort_case("tide", "fixed", "4K"); }
-Test(sort, tide_huge_pages, .init = test_require_uffd) { sort_case("tide", "fixed", "2M"); }
+/* 2 MiB pages need a pool of at least four of them. */
+Test(sort, tide_huge_pages, .init = test_require_uffd)
+{
+	sort_case_sized("tide", "fixed", "2M", 32 * MiB, 8 * MiB);
+}
+
+Test(sort, pool_below_four_pages)
+{
+	expect_refused((const char *const[]){ "--size", "8M", "--pool", "4M", "--page-size", "2M",
+					      "--backend", "tide", NULL }, "fewer than 4 pages");
+}
 
 /* Without --keep the data file is gone afterwards. */
 Test(sort, removes_file)

@@ -58,20 +58,38 @@ static size_t nregions, regions_cap;
 
 /* ---- diagnostics ---- */
 
-static void log_at(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void log_at(int level, const char *fmt, ...)
+static void vlog(int level, const char *fmt, va_list ap)
 {
 	static const char *const tag[] = { "", "error: ", "warning: ", "", "debug: " };
 	char line[512];
+
+	vsnprintf(line, sizeof(line), fmt, ap);
+	/* One fprintf per line so lines from several threads do not interleave. */
+	fprintf(stderr, "umap-tide: %s%s\n", tag[level], line);
+}
+
+static void log_at(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void log_at(int level, const char *fmt, ...)
+{
 	va_list ap;
 
 	if (level > cfg.log_level)
 		return;
 	va_start(ap, fmt);
-	vsnprintf(line, sizeof(line), fmt, ap);
+	vlog(level, fmt, ap);
 	va_end(ap);
-	/* One fprintf per line so lines from several threads do not interleave. */
-	fprintf(stderr, "umap-tide: %s%s\n", tag[level], line);
+}
+
+/* Verbose mode (TIDE_VERBOSE=1 or UMAP_LOG_LEVEL=INFO) speaks whatever the
+ * log level, as tide's own verbose settings report does. */
+static void verbose(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void verbose(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vlog(LOG_INFO, fmt, ap);
+	va_end(ap);
 }
 
 /* Record a failure the umap way: describe it, then leave errno set last so
@@ -239,14 +257,14 @@ static uint64_t online_cpus(void)
 
 static void report_config(const struct umap_config *c)
 {
-	log_at(LOG_INFO, "page size %zu, buffer %zu pages (%zu bytes), evict at %u%% down to %u%%, "
+	verbose("page size %zu, buffer %zu pages (%zu bytes), evict at %u%% down to %u%%, "
 	       "read-ahead %u pages", c->opt.page_size, c->opt.budget / c->opt.page_size,
 	       c->opt.budget, c->opt.high_water, c->opt.low_water, c->opt.read_ahead);
 	for (size_t i = 0; i < NVARS; i++) {
 		const char *env = getenv(umap_vars[i].name);
 
 		if (env && umap_vars[i].unused)
-			log_at(LOG_INFO, "%s=%s is accepted and has no effect: %s",
+			verbose("%s=%s is accepted and has no effect: %s",
 			       umap_vars[i].name, env, umap_vars[i].unused);
 	}
 }

@@ -491,6 +491,7 @@ UMAP_EXPORT int uunmap(void *addr, size_t length)
 	struct umap_region *r;
 	int ret;
 
+	config_get(); /* for the log level */
 	pthread_mutex_lock(&regions_lock);
 	r = region_at(addr);
 	if (!r) {
@@ -526,6 +527,7 @@ UMAP_EXPORT int umap_flush(void)
 	char why[256] = "";
 	int err = 0;
 
+	config_get(); /* for the log level */
 	pthread_mutex_lock(&regions_lock);
 	/* Flush every region even after one fails, and report the first error. */
 	for (size_t i = 0; i < nregions; i++) {

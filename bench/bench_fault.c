@@ -306,7 +306,7 @@ int main(int argc, char **argv)
 		for (size_t k = 0; k < n; k++) {
 			parse_spec(n > 1 ? all_specs[k] : argv[i], &s);
 			/* A run is bounded by secs, so only a hang takes this long. */
-			alarm((unsigned)(secs * 5) + 20);
+			alarm((unsigned)(secs * 5) + 60);
 			run(&s);
 			alarm(0);
 		}

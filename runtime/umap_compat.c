@@ -44,6 +44,7 @@ static tide_pool *pool;
 static int pool_err;               /* -errno if the pool could not be created */
 static char pool_why[256];
 static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
+static pid_t pool_owner;           /* the process whose service thread serves the pool */
 
 /* The regions mapped through umap(); the lock also serialises map, unmap and
  * flush so a flush never races the release of the region it is writing. */
@@ -356,6 +357,7 @@ static void pool_start(void)
 		pool = NULL;
 		return;
 	}
+	pool_owner = getpid();
 	if (!cfg.monitor_s)
 		return;
 	if (pthread_attr_init(&attr))
@@ -366,9 +368,30 @@ static void pool_start(void)
 	pthread_attr_destroy(&attr);
 }
 
+/*
+ * fork() copies the pool's memory but not its service thread: in a child
+ * every request would wait forever. Children of a process that has used umap
+ * therefore get EPERM (and skip the flush at exit) instead of a hang.
+ */
+static bool in_forked_child(void)
+{
+	return pool && getpid() != pool_owner;
+}
+
+static int forked_child_failed(const char *call)
+{
+	char why[160];
+
+	snprintf(why, sizeof(why), "the umap pool belongs to process %d; a child it forked "
+		 "cannot use it", (int)pool_owner);
+	return call_failed(EPERM, call, why);
+}
+
 static int pool_get(void)
 {
 	pthread_once(&pool_once, pool_start);
+	if (in_forked_child())
+		return -EPERM;
 	return pool ? 0 : pool_err;
 }
 
@@ -463,7 +486,11 @@ UMAP_EXPORT void *umap(void *addr, size_t length, int prot, int flags, int fd, o
 
 	err = pool_get();
 	if (err < 0) {
-		snprintf(why, sizeof(why), "cannot start the tide pool: %s", pool_why);
+		if (in_forked_child())
+			snprintf(why, sizeof(why), "the umap pool belongs to process %d; a child "
+				 "it forked cannot use it", (int)pool_owner);
+		else
+			snprintf(why, sizeof(why), "cannot start the tide pool: %s", pool_why);
 		return map_failed(-err, why);
 	}
 	pthread_mutex_lock(&regions_lock);
@@ -492,6 +519,8 @@ UMAP_EXPORT int uunmap(void *addr, size_t length)
 	int ret;
 
 	config_get(); /* for the log level */
+	if (in_forked_child())
+		return forked_child_failed("uunmap");
 	pthread_mutex_lock(&regions_lock);
 	r = region_at(addr);
 	if (!r) {
@@ -528,6 +557,8 @@ UMAP_EXPORT int umap_flush(void)
 	int err = 0;
 
 	config_get(); /* for the log level */
+	if (in_forked_child())
+		return forked_child_failed("umap_flush");
 	pthread_mutex_lock(&regions_lock);
 	/* Flush every region even after one fails, and report the first error. */
 	for (size_t i = 0; i < nregions; i++) {
@@ -589,7 +620,7 @@ UMAP_EXPORT void umap_prefetch(int npages, struct umap_prefetch_item *page_array
 	char *run_region = NULL, *run = NULL, *region, *start;
 	size_t run_len = 0, bytes;
 
-	if (npages <= 0 || !page_array)
+	if (npages <= 0 || !page_array || in_forked_child())
 		return;
 	/* Neighbouring pages in the list become one request, so a prefetch of a
 	 * contiguous range costs one round trip to the service thread. */
@@ -615,7 +646,7 @@ UMAP_EXPORT void umap_fetch_and_pin(char *paddr, uint64_t size)
 	char *region, *start;
 	size_t bytes;
 
-	if (size && prefetch_range(paddr, size, &region, &start, &bytes))
+	if (size && !in_forked_child() && prefetch_range(paddr, size, &region, &start, &bytes))
 		prefetch(start, bytes);
 }
 
@@ -626,53 +657,18 @@ UMAP_EXPORT long umapcfg_get_system_page_size(void)
 	return sysconf(_SC_PAGESIZE);
 }
 
-UMAP_EXPORT uint64_t umapcfg_get_umap_page_size(void)
-{
-	config_get();
-	return cfg.opt.page_size;
-}
+/* Every getter reads the configuration, loading it on first use. */
+#define UMAPCFG_GETTER(type, name, value) \
+	UMAP_EXPORT type umapcfg_get_##name(void) { config_get(); return (type)(value); }
 
-UMAP_EXPORT uint64_t umapcfg_get_max_fault_events(void)
-{
-	config_get();
-	return cfg.max_fault_events;
-}
-
-UMAP_EXPORT uint64_t umapcfg_get_num_fillers(void)
-{
-	config_get();
-	return cfg.fillers;
-}
-
-UMAP_EXPORT uint64_t umapcfg_get_num_evictors(void)
-{
-	config_get();
-	return cfg.evictors;
-}
-
-UMAP_EXPORT uint64_t umapcfg_get_max_pages_in_buffer(void)
-{
-	config_get();
-	return cfg.opt.budget / cfg.opt.page_size;
-}
-
-UMAP_EXPORT uint64_t umapcfg_get_read_ahead(void)
-{
-	config_get();
-	return cfg.opt.read_ahead;
-}
-
-UMAP_EXPORT int umapcfg_get_evict_low_water_threshold(void)
-{
-	config_get();
-	return (int)cfg.opt.low_water;
-}
-
-UMAP_EXPORT int umapcfg_get_evict_high_water_threshold(void)
-{
-	config_get();
-	return (int)cfg.opt.high_water;
-}
+UMAPCFG_GETTER(uint64_t, umap_page_size, cfg.opt.page_size)
+UMAPCFG_GETTER(uint64_t, max_fault_events, cfg.max_fault_events)
+UMAPCFG_GETTER(uint64_t, num_fillers, cfg.fillers)
+UMAPCFG_GETTER(uint64_t, num_evictors, cfg.evictors)
+UMAPCFG_GETTER(uint64_t, max_pages_in_buffer, cfg.opt.budget / cfg.opt.page_size)
+UMAPCFG_GETTER(uint64_t, read_ahead, cfg.opt.read_ahead)
+UMAPCFG_GETTER(int, evict_low_water_threshold, cfg.opt.low_water)
+UMAPCFG_GETTER(int, evict_high_water_threshold, cfg.opt.high_water)
 
 /*
  * With mmap(MAP_SHARED) the kernel writes dirty pages back even if a program
@@ -682,7 +678,7 @@ UMAP_EXPORT int umapcfg_get_evict_high_water_threshold(void)
  */
 __attribute__((destructor)) static void flush_at_exit(void)
 {
-	if (!pool || pthread_mutex_trylock(&regions_lock))
+	if (!pool || in_forked_child() || pthread_mutex_trylock(&regions_lock))
 		return;
 	for (size_t i = 0; i < nregions; i++)
 		if (tide_flush(regions[i].base, 0) < 0)

@@ -397,3 +397,47 @@ Test(umap_api, length_rounded_up)
 	cr_assert_eq(byte, 0x5a);
 	close(fd);
 }
+
+/* ---- fork: a child cannot use the parent's pool, and must not hang ---- */
+
+struct fork_arg {
+	void *region;
+	int fd;
+};
+
+static void child_of_umap_process(void *arg)
+{
+	const struct fork_arg *f = arg;
+
+	errno = 0;
+	if (umap(NULL, 64 * KiB, PROT_READ, UMAP_PRIVATE, f->fd, 0) != UMAP_FAILED || errno != EPERM)
+		_exit(2);
+	errno = 0;
+	if (uunmap(f->region, 0) != -1 || errno != EPERM)
+		_exit(3);
+	if (umap_flush() != -1 || errno != EPERM)
+		_exit(4);
+	/* exit() runs the library's exit-time flush, which must not wait on a
+	 * service thread that fork() did not copy. */
+	exit(0);
+}
+
+Test(umap_api, forked_child_fails_cleanly)
+{
+	const size_t size = 1 * MiB;
+	struct fork_arg f;
+	uint64_t *p, word;
+
+	test_require_uffd();
+	f.fd = test_file(size, 0);
+	p = map_or_fail(size, PROT_READ | PROT_WRITE, f.fd, 0);
+	p[1] = 0xf00d;
+	f.region = p;
+	cr_assert_eq(test_in_child(child_of_umap_process, &f, 20000), 0,
+		     "the child of a umap process misbehaved (-1: hung)");
+	/* The parent's region is untouched by the child's attempts. */
+	cr_assert_eq(uunmap(p, size), 0, "uunmap: %s", strerror(errno));
+	test_pread(f.fd, &word, 8, 8);
+	cr_assert_eq(word, 0xf00d);
+	close(f.fd);
+}

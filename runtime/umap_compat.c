@@ -21,6 +21,7 @@
 #include "internal.h"
 #include "umap/umap.h"
 
+/* The umap API; runtime/umap.map exports exactly these names and hides tide. */
 #define UMAP_EXPORT __attribute__((visibility("default")))
 
 enum log_level { LOG_OFF, LOG_ERROR, LOG_WARNING, LOG_INFO, LOG_DEBUG };
@@ -259,14 +260,14 @@ static uint64_t online_cpus(void)
 static void report_config(const struct umap_config *c)
 {
 	verbose("page size %zu, buffer %zu pages (%zu bytes), evict at %u%% down to %u%%, "
-	       "read-ahead %u pages", c->opt.page_size, c->opt.budget / c->opt.page_size,
-	       c->opt.budget, c->opt.high_water, c->opt.low_water, c->opt.read_ahead);
+		"read-ahead %u pages", c->opt.page_size, c->opt.budget / c->opt.page_size,
+		c->opt.budget, c->opt.high_water, c->opt.low_water, c->opt.read_ahead);
 	for (size_t i = 0; i < NVARS; i++) {
 		const char *env = getenv(umap_vars[i].name);
 
 		if (env && umap_vars[i].unused)
-			verbose("%s=%s is accepted and has no effect: %s",
-			       umap_vars[i].name, env, umap_vars[i].unused);
+			verbose("%s=%s is accepted and has no effect: %s", umap_vars[i].name,
+				env, umap_vars[i].unused);
 	}
 }
 

@@ -93,15 +93,18 @@ struct tide_io {
 /* ---- ring.c: io_uring, its eventfd, fixed buffers ---- */
 int tide__ring_init(struct tide_pool *p);
 void tide__ring_fini(struct tide_pool *p);
+void tide__ring_set_service(struct tide_pool *p);
+bool tide__on_service_thread(const struct tide_pool *p);
 struct io_uring_sqe *tide__ring_sqe(struct tide_pool *p);
 int tide__ring_submit(struct tide_pool *p);
 int tide__ring_reap(struct tide_pool *p);        /* completions handled */
 void tide__io_submit(struct tide_pool *p, struct tide_io *io); /* honours queue depth */
+void tide__io_backlog_run(struct tide_pool *p);
+int tide__io_remote_run(struct tide_pool *p);       /* completions from other threads */
 
 /* ---- store_file.c: the file store, written on struct tide_store_ops ---- */
 extern const struct tide_store_ops tide__file_store_ops;
-int tide__file_store_open(struct tide_pool *p, int fd, int prot, uint64_t end,
-			  void **store);
+int tide__file_store_open(struct tide_pool *p, int fd, int prot, void **store);
 
 /* ---- pool.c: frames, budget, CLOCK ---- */
 enum frame_state {
@@ -121,17 +124,17 @@ struct frame {
 	uint8_t want_write;      /* a write fault waits on this fill */
 	uint8_t evicting;        /* drop the page when its write-back completes */
 	uint8_t redirtied;       /* a write arrived while the page was written back */
-	uint8_t prefetch;        /* filled by read-ahead or prefetch */
+	uint8_t prefetch;        /* enum fill_kind of the fill */
 	uint64_t t_fault;        /* when the fault was read (latency) */
 };
 
 uint32_t tide__frame_alloc(struct tide_pool *p, struct region *r, uint64_t page);
 void tide__frame_free(struct tide_pool *p, uint32_t f);
 void tide__frame_resident(struct tide_pool *p, uint32_t f); /* join the CLOCK ring */
+void tide__frame_drop(struct tide_pool *p, uint32_t f);     /* MADV_DONTNEED + free */
 static inline struct frame *tide__frame(struct tide_pool *p, uint32_t f);
 bool tide__pool_has_room(struct tide_pool *p, size_t len);
 void tide__pool_reclaim(struct tide_pool *p);   /* evict if above the high watermark */
-void tide__drop_range(struct tide_pool *p, struct region *r, uint64_t page, uint64_t n);
 
 /* ---- region.c ---- */
 struct region {
@@ -145,10 +148,11 @@ struct region {
 	int prot;
 	const struct tide_store_ops *ops;
 	void *store;
-	uint32_t *slot;          /* page -> frame, TIDE_NO_FRAME when not resident */
+	uint32_t *slot;          /* page -> frame + 1, 0 when not resident */
 	size_t slot_bytes;
 	uint64_t resident;       /* frames of this region in any state */
 	uint64_t busy;           /* fills and write-backs in flight */
+	uint64_t dirty;          /* bytes of dirty pages */
 	int error;               /* first write-back error since the last flush */
 	uint64_t next_seq_page;  /* read-ahead: the page a sequential run faults next */
 	unsigned seq_run;
@@ -158,15 +162,26 @@ static inline char *tide__page_addr(struct region *r, uint64_t page)
 {
 	return r->base + (page << r->page_shift);
 }
+static inline uint32_t tide__slot(const struct region *r, uint64_t page)
+{
+	return r->slot[page] - 1;   /* 0 - 1 == TIDE_NO_FRAME */
+}
+static inline void tide__slot_set(struct region *r, uint64_t page, uint32_t f)
+{
+	r->slot[page] = f + 1;
+}
 struct region *tide__region_find(struct tide_pool *p, uintptr_t addr); /* service thread */
+void tide__region_free(struct region *r);
 int tide__region_attach(struct tide_pool *p, struct region *r);        /* service thread */
 void tide__region_detach(struct tide_pool *p, struct region *r);       /* service thread */
 
 /* ---- fault.c / fill.c ---- */
 void tide__fault(struct tide_pool *p, const struct uffd_msg *m, uint64_t now);
+enum fill_kind { FILL_DEMAND = 0, FILL_READAHEAD = 1, FILL_PREFETCH = 2 };
 int tide__fill_start(struct tide_pool *p, struct region *r, uint64_t page, bool write,
-		     bool prefetch, uint64_t t_fault);
+		     enum fill_kind kind, uint64_t t_fault);
 void tide__waiters_run(struct tide_pool *p);     /* retry faults that waited for room */
+void tide__waiters_forget(struct tide_pool *p, struct region *r);
 
 /* ---- writeback.c ---- */
 struct epoch {
@@ -176,7 +191,10 @@ struct epoch {
 	struct request *waiters; /* flushes sealed on this epoch */
 };
 int tide__writeback_start(struct tide_pool *p, uint32_t f, bool evict);
+int tide__epochs_init(struct tide_pool *p);
+void tide__epochs_fini(struct tide_pool *p);
 int tide__epoch_seal(struct tide_pool *p, struct request *req);
+void tide__flush_written(struct tide_pool *p, struct request *req);
 void tide__writeback_timer(struct tide_pool *p);
 
 /* ---- loop.c: the service thread ---- */
@@ -186,8 +204,11 @@ struct request {
 	enum request_kind kind;
 	enum request_step step;
 	struct region *region;
+	uintptr_t addr;          /* base of the region, resolved on the service thread */
 	uint64_t first, end;     /* page range [first, end) */
 	uint64_t cursor;
+	uint64_t filled;         /* prefetch: fills started */
+	struct request *wait_next; /* on an epoch's waiters */
 	struct tide_stats *stats;
 	int result;
 	struct tide_io io;       /* the store flush */
@@ -195,6 +216,8 @@ struct request {
 	struct request *next;
 };
 int tide__request(struct tide_pool *p, struct request *req); /* from an app thread */
+void tide__request_start(struct tide_pool *p, struct request *req);
+void tide__loop_stop(struct tide_pool *p);
 void tide__request_finish(struct tide_pool *p, struct request *req, int result);
 void tide__requests_progress(struct tide_pool *p);
 
@@ -221,6 +244,8 @@ struct tide_pool {
 	int ring_efd;
 	struct tide__bounce bounce;
 	int odirect_warned;
+	int odirect_used;         /* a file store got O_DIRECT */
+	enum tide_writeback writeback; /* the path in use: fixed or direct */
 
 	uv_loop_t loop;
 	uv_poll_t uffd_poll;
@@ -239,7 +264,7 @@ struct tide_pool {
 	uint64_t nregions_public;
 
 	/* owned by the service thread */
-	pid_t tid;
+	pid_t owner;              /* the process that created the pool */
 	struct region **regions;  /* sorted by base */
 	size_t nregions, regions_cap;
 	struct frame *frames;
@@ -250,9 +275,10 @@ struct tide_pool {
 	uint64_t leaving;         /* bytes in write-back for eviction */
 	uint64_t dirty;
 	uint64_t inflight;        /* store operations started */
+	uint64_t prefetch_inflight;
+	uint64_t waiting_bytes;   /* pages the waiting faults need */
 	struct tide_io *backlog, **backlog_tail;
 	struct pending_fault *waiting, **waiting_tail;
-	struct pending_fault *spare_faults;
 	struct request *active;   /* requests in progress */
 	struct epoch *epochs, *epoch_tail; /* oldest first; the tail is open */
 	uint64_t spin_idle_since;
@@ -260,6 +286,12 @@ struct tide_pool {
 	struct tide__stats st;
 	bool stopping;
 };
+
+static inline void tide__dirty_add(struct tide_pool *p, struct region *r, int64_t bytes)
+{
+	p->dirty += (uint64_t)bytes;
+	r->dirty += (uint64_t)bytes;
+}
 
 static inline struct frame *tide__frame(struct tide_pool *p, uint32_t f)
 {

@@ -102,8 +102,9 @@ int tide__uffd_wp(int fd, void *addr, size_t len, bool protect, bool wake)
 {
 	struct uffdio_writeprotect wp = {
 		.range = { .start = (uintptr_t)addr, .len = len },
-		.mode = (protect ? UFFDIO_WRITEPROTECT_MODE_WP : 0) |
-			(wake ? 0 : UFFDIO_WRITEPROTECT_MODE_DONTWAKE),
+		/* The kernel refuses DONTWAKE with WP: protecting wakes nobody. */
+		.mode = protect ? UFFDIO_WRITEPROTECT_MODE_WP
+				: (wake ? 0 : UFFDIO_WRITEPROTECT_MODE_DONTWAKE),
 	};
 
 	return ioctl(fd, UFFDIO_WRITEPROTECT, &wp) < 0 ? -errno : 0;

@@ -1,0 +1,184 @@
+/*
+ * A fault arrives: decide what the page needs. Missing pages are filled (or
+ * wait for room); a write to a clean page makes it dirty and lifts the
+ * protection; faults on pages already on their way are coalesced, because
+ * the ioctl that finishes the first one wakes every thread waiting on the
+ * page.
+ */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "internal.h"
+
+static void wait_for_room(struct tide_pool *p, struct region *r, uint64_t page, bool write,
+			  uint64_t t_fault)
+{
+	struct pending_fault *pf = malloc(sizeof(*pf));
+
+	if (!pf) {
+		/* The thread stays blocked in the kernel; a wake makes it fault
+		 * again, and by then there may be memory. */
+		tide__uffd_wake(p->uffd, tide__page_addr(r, page), r->page_size);
+		return;
+	}
+	pf->region = r;
+	pf->page = page;
+	pf->write = write;
+	pf->t_fault = t_fault;
+	pf->next = NULL;
+	*p->waiting_tail = pf;
+	p->waiting_tail = &pf->next;
+	p->waiting_bytes += r->page_size;
+}
+
+/* Sequential runs of faults get the next pages filled ahead, within the
+ * budget's free room; a random pattern never starts a run. */
+static void read_ahead(struct tide_pool *p, struct region *r, uint64_t page)
+{
+	unsigned n = p->opt.read_ahead;
+
+	if (page == r->next_seq_page)
+		r->seq_run++;
+	else
+		r->seq_run = 0;
+	r->next_seq_page = page + 1;
+	if (!n || r->seq_run < 2)
+		return;
+	for (uint64_t q = page + 1; q <= page + n && q < r->npages; q++) {
+		if (tide__slot(r, q) != TIDE_NO_FRAME)
+			continue;
+		if (p->resident + r->page_size > p->high_bytes ||
+		    tide__fill_start(p, r, q, false, FILL_READAHEAD, 0) < 0)
+			break;
+	}
+	/* Faults inside the filled window still count as the same run. */
+	r->next_seq_page = page + 1;
+}
+
+static void fault_wp(struct tide_pool *p, struct region *r, uint64_t page, uint64_t now)
+{
+	uint32_t f = tide__slot(r, page);
+	char *addr = tide__page_addr(r, page);
+	struct frame *fr;
+
+	p->st.c.faults_wp++;
+	if (f == TIDE_NO_FRAME) {
+		/* Dropped after the fault was raised: retrying makes it a MISSING fault. */
+		tide__uffd_wake(p->uffd, addr, r->page_size);
+		return;
+	}
+	fr = tide__frame(p, f);
+	switch (fr->state) {
+	case FRAME_CLEAN:
+		fr->state = FRAME_DIRTY;
+		tide__dirty_add(p, r, (int64_t)r->page_size);
+		/* fall through */
+	case FRAME_DIRTY:
+		fr->referenced = 1;
+		tide__uffd_wp(p->uffd, addr, r->page_size, false, true);
+		tide__stats_latency(&p->st, tide__now_ns() - now);
+		break;
+	case FRAME_WRITEBACK:
+		/* The writer waits until the write-back completes; then the page
+		 * stays, dirty again, instead of being dropped. */
+		fr->redirtied = 1;
+		p->st.c.faults_coalesced++;
+		break;
+	default:
+		tide__uffd_wake(p->uffd, addr, r->page_size);
+		break;
+	}
+}
+
+void tide__fault(struct tide_pool *p, const struct uffd_msg *m, uint64_t now)
+{
+	uintptr_t addr = (uintptr_t)m->arg.pagefault.address;
+	uint64_t flags = m->arg.pagefault.flags;
+	bool write = flags & UFFD_PAGEFAULT_FLAG_WRITE;
+	struct region *r;
+	uint64_t page;
+	uint32_t f;
+	int ret;
+
+	p->st.c.faults++;
+	r = tide__region_find(p, addr);
+	if (!r)
+		return;
+	page = (addr - (uintptr_t)r->base) >> r->page_shift;
+	if (flags & UFFD_PAGEFAULT_FLAG_WP) {
+		fault_wp(p, r, page, now);
+		return;
+	}
+	if (write)
+		p->st.c.faults_write++;
+	else
+		p->st.c.faults_read++;
+	f = tide__slot(r, page);
+	if (f != TIDE_NO_FRAME) {
+		struct frame *fr = tide__frame(p, f);
+
+		p->st.c.faults_coalesced++;
+		if (fr->state == FRAME_FILLING) {
+			fr->want_write |= write;
+			if (!fr->t_fault)
+				fr->t_fault = now;
+		} else {
+			/* Installed after the fault was raised. */
+			tide__uffd_wake(p->uffd, tide__page_addr(r, page), r->page_size);
+		}
+		return;
+	}
+	ret = p->waiting ? -EAGAIN : tide__fill_start(p, r, page, write, FILL_DEMAND, now);
+	if (ret < 0)
+		wait_for_room(p, r, page, write, now);
+	read_ahead(p, r, page);
+	tide__pool_reclaim(p);
+}
+
+void tide__waiters_run(struct tide_pool *p)
+{
+	while (p->waiting) {
+		struct pending_fault *pf = p->waiting;
+		struct region *r = pf->region;
+		uint32_t f = tide__slot(r, pf->page);
+
+		if (f != TIDE_NO_FRAME) {
+			struct frame *fr = tide__frame(p, f);
+
+			if (fr->state == FRAME_FILLING)
+				fr->want_write |= pf->write;
+			else
+				tide__uffd_wake(p->uffd, tide__page_addr(r, pf->page), r->page_size);
+		} else if (tide__fill_start(p, r, pf->page, pf->write, FILL_DEMAND, pf->t_fault) < 0) {
+			tide__pool_reclaim(p);
+			return;
+		}
+		p->waiting = pf->next;
+		if (!p->waiting)
+			p->waiting_tail = &p->waiting;
+		p->waiting_bytes -= r->page_size;
+		free(pf);
+	}
+}
+
+/* Faults of a region being torn down: their threads retry and find the
+ * range gone. */
+void tide__waiters_forget(struct tide_pool *p, struct region *r)
+{
+	struct pending_fault **pp = &p->waiting;
+
+	while (*pp) {
+		struct pending_fault *pf = *pp;
+
+		if (pf->region != r) {
+			pp = &pf->next;
+			continue;
+		}
+		*pp = pf->next;
+		p->waiting_bytes -= r->page_size;
+		free(pf);
+	}
+	p->waiting_tail = &p->waiting;
+	while (*p->waiting_tail)
+		p->waiting_tail = &(*p->waiting_tail)->next;
+}

@@ -1,0 +1,424 @@
+/*
+ * The service thread: one libuv loop per pool, watching
+ *   - the userfaultfd (uv_poll): page faults,
+ *   - the ring's eventfd (uv_poll): storage completions,
+ *   - an async handle: requests and completions from other threads,
+ *   - a timer: background write-back,
+ *   - an idle handle that, when TIDE_SPIN_US is set, keeps polling for a
+ *     short window after activity: on a VM, waking a sleeping thread on the
+ *     other vCPU costs more than a whole fault round trip.
+ * Every callback runs the same pass, which drives faults, completions and
+ * requests until nothing moves. Nothing in a pass blocks on I/O.
+ */
+#include <errno.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define FAULT_BATCH 64
+
+static int drain_uffd(struct tide_pool *p)
+{
+	struct uffd_msg msgs[FAULT_BATCH];
+	int total = 0;
+
+	for (;;) {
+		ssize_t n = read(p->uffd, msgs, sizeof(msgs));
+		uint64_t now;
+
+		if (n <= 0)
+			return total;
+		now = tide__now_ns();
+		for (ssize_t i = 0; i < n / (ssize_t)sizeof(msgs[0]); i++)
+			if (msgs[i].event == UFFD_EVENT_PAGEFAULT)
+				tide__fault(p, &msgs[i], now);
+		total += (int)(n / (ssize_t)sizeof(msgs[0]));
+		if (n < (ssize_t)sizeof(msgs))
+			return total;
+	}
+}
+
+static int take_requests(struct tide_pool *p)
+{
+	struct request *req, *next, *rev = NULL;
+	int n = 0;
+
+	if (!__atomic_load_n(&p->requests, __ATOMIC_RELAXED))
+		return 0;
+	pthread_mutex_lock(&p->lock);
+	req = p->requests;
+	p->requests = NULL;
+	pthread_mutex_unlock(&p->lock);
+	/* They were pushed newest first; serve them in arrival order. */
+	for (; req; req = next) {
+		next = req->next;
+		req->next = rev;
+		rev = req;
+	}
+	for (req = rev; req; req = next, n++) {
+		next = req->next;
+		tide__request_start(p, req);
+	}
+	return n;
+}
+
+/* One pass: run until no source has anything left. */
+static int pass(struct tide_pool *p)
+{
+	int work = 0, n;
+
+	do {
+		n = drain_uffd(p);
+		n += take_requests(p);
+		tide__ring_submit(p);
+		n += tide__ring_reap(p);
+		n += tide__io_remote_run(p);
+		tide__io_backlog_run(p);
+		tide__waiters_run(p);
+		tide__requests_progress(p);
+		tide__ring_submit(p);
+		work += n;
+	} while (n);
+	if (work)
+		p->last_progress_ns = tide__now_ns();
+	return work;
+}
+
+static void spin_start(struct tide_pool *p)
+{
+	if (p->opt.spin_us && !p->stopping && !uv_is_active((uv_handle_t *)&p->spin))
+		uv_idle_start(&p->spin, (uv_idle_cb)NULL);
+}
+
+static void on_spin(uv_idle_t *h)
+{
+	struct tide_pool *p = h->data;
+	uint64_t deadline = tide__now_ns() + (uint64_t)p->opt.spin_us * 1000;
+	uint64_t turn = tide__now_ns() + 1000000;
+
+	/* Poll without sleeping until the window passes with nothing to do;
+	 * give the loop a turn each millisecond for timers and closes. */
+	for (;;) {
+		uint64_t now;
+
+		if (pass(p))
+			deadline = tide__now_ns() + (uint64_t)p->opt.spin_us * 1000;
+		now = tide__now_ns();
+		if (now >= deadline) {
+			uv_idle_stop(h);
+			return;
+		}
+		if (now >= turn)
+			return;
+		sched_yield();
+	}
+}
+
+static void on_event(uv_poll_t *h, int status, int events)
+{
+	struct tide_pool *p = h->data;
+	uint64_t v;
+
+	(void)status;
+	(void)events;
+	if (h == &p->ring_poll && read(p->ring_efd, &v, sizeof(v)) < 0) {
+		/* EAGAIN: someone else already cleared it. */
+	}
+	if (pass(p))
+		spin_start(p);
+}
+
+static void on_async(uv_async_t *h)
+{
+	struct tide_pool *p = h->data;
+
+	if (pass(p))
+		spin_start(p);
+}
+
+static void on_timer(uv_timer_t *h)
+{
+	struct tide_pool *p = h->data;
+
+	tide__writeback_timer(p);
+	pass(p);
+}
+
+static void stop_loop(struct tide_pool *p)
+{
+	p->stopping = true;
+	uv_close((uv_handle_t *)&p->uffd_poll, NULL);
+	uv_close((uv_handle_t *)&p->ring_poll, NULL);
+	uv_close((uv_handle_t *)&p->wakeup, NULL);
+	uv_close((uv_handle_t *)&p->timer, NULL);
+	uv_close((uv_handle_t *)&p->spin, NULL);
+}
+
+static void service_main(void *arg)
+{
+	struct tide_pool *p = arg;
+	int ret;
+
+	tide__ring_set_service(p);
+	if (p->opt.service_cpu >= 0) {
+		cpu_set_t set;
+
+		CPU_ZERO(&set);
+		CPU_SET(p->opt.service_cpu, &set);
+		if (sched_setaffinity(0, sizeof(set), &set) < 0)
+			tide__warn("cannot pin the service thread to CPU %d: %s",
+				   p->opt.service_cpu, strerror(errno));
+	}
+	ret = uv_loop_init(&p->loop);
+	if (ret < 0)
+		goto fail;
+	p->uffd_poll.data = p->ring_poll.data = p->wakeup.data = p->timer.data = p->spin.data = p;
+	if ((ret = uv_poll_init(&p->loop, &p->uffd_poll, p->uffd)) < 0 ||
+	    (ret = uv_poll_init(&p->loop, &p->ring_poll, p->ring_efd)) < 0 ||
+	    (ret = uv_async_init(&p->loop, &p->wakeup, on_async)) < 0 ||
+	    (ret = uv_timer_init(&p->loop, &p->timer)) < 0 ||
+	    (ret = uv_idle_init(&p->loop, &p->spin)) < 0) {
+		uv_walk(&p->loop, (uv_walk_cb)(void (*)(void))uv_close, NULL);
+		uv_run(&p->loop, UV_RUN_DEFAULT);
+		uv_loop_close(&p->loop);
+		goto fail;
+	}
+	uv_poll_start(&p->uffd_poll, UV_READABLE, on_event);
+	uv_poll_start(&p->ring_poll, UV_READABLE, on_event);
+	if (p->opt.flush_interval_ms)
+		uv_timer_start(&p->timer, on_timer, p->opt.flush_interval_ms, p->opt.flush_interval_ms);
+	p->spin.idle_cb = on_spin;
+	uv_sem_post(&p->started);
+	uv_run(&p->loop, UV_RUN_DEFAULT);
+	uv_loop_close(&p->loop);
+	return;
+fail:
+	p->start_error = ret;
+	uv_sem_post(&p->started);
+}
+
+/* ---- requests from app threads ---- */
+
+int tide__request(struct tide_pool *p, struct request *req)
+{
+	int ret;
+
+	if (tide__on_service_thread(p))
+		return tide__fail(-EDEADLK, "called from the pool's own service thread");
+	/* fork() copies the pool but not its service thread: nobody would answer. */
+	if (getpid() != p->owner)
+		return tide__fail(-ECHILD, "this pool belongs to the parent process; "
+				  "a forked child must create its own");
+	ret = uv_sem_init(&req->done, 0);
+	if (ret < 0)
+		return tide__fail(-ENOMEM, "cannot create a semaphore");
+	req->step = STEP_START;
+	pthread_mutex_lock(&p->lock);
+	req->next = p->requests;
+	p->requests = req;
+	pthread_mutex_unlock(&p->lock);
+	uv_async_send(&p->wakeup);
+	uv_sem_wait(&req->done);
+	uv_sem_destroy(&req->done);
+	return req->result;
+}
+
+void tide__request_finish(struct tide_pool *p, struct request *req, int result)
+{
+	(void)p;
+	req->result = result;
+	uv_sem_post(&req->done);
+}
+
+/* ---- the pool's life ---- */
+
+static size_t default_bounce(size_t budget)
+{
+	size_t b = budget / 16;
+
+	if (b < 2 * (size_t)TIDE_MAX_PAGE)
+		b = 2 * (size_t)TIDE_MAX_PAGE;
+	if (b > 16u << 20)
+		b = 16u << 20;
+	return b & ~(size_t)(TIDE_MAX_PAGE - 1);
+}
+
+/* The probe lives in probe.c; a build without it uses the path that is
+ * safe on every kernel. */
+#pragma weak tide__probe_direct_write
+
+static enum tide_writeback choose_writeback(struct tide_pool *p)
+{
+	char why[256] = "no probe in this build";
+	int safe = 0;
+
+	if (p->opt.writeback != TIDE_WRITEBACK_AUTO)
+		return p->opt.writeback;
+	if (tide__probe_direct_write)
+		safe = tide__probe_direct_write(why, sizeof(why));
+	if (p->opt.verbose)
+		tide__info("write-back auto: %s -> %s", why, safe == 1 ? "direct" : "fixed");
+	return safe == 1 ? TIDE_WRITEBACK_DIRECT : TIDE_WRITEBACK_FIXED;
+}
+
+static int open_uffd(struct tide_pool *p)
+{
+	uint64_t have = 0, want = UFFD_FEATURE_PAGEFAULT_FLAG_WP;
+	int ret = tide__uffd_features(&have);
+
+	if (ret == -EPERM || ret == -EACCES)
+		return tide__fail(-EPERM,
+				  "userfaultfd is not permitted for this user: give it read-write access "
+				  "to /dev/userfaultfd (for example a group owning the device), or set "
+				  "sysctl vm.unprivileged_userfaultfd=1, or grant CAP_SYS_PTRACE");
+	if (ret == -ENOSYS)
+		return tide__fail(-ENOSYS, "this kernel has no userfaultfd (CONFIG_USERFAULTFD)");
+	if (ret < 0)
+		return tide__fail(ret, "cannot open userfaultfd: %s", strerror(-ret));
+	if (!(have & want))
+		return tide__fail(-ENOSYS, "this kernel's userfaultfd cannot write-protect "
+				  "anonymous memory (needs Linux 5.7+)");
+	want |= have & (UFFD_FEATURE_POISON | UFFD_FEATURE_THREAD_ID);
+	p->uffd = tide__uffd_open(O_NONBLOCK, NULL);
+	if (p->uffd < 0)
+		return tide__fail(p->uffd, "cannot open userfaultfd: %s", strerror(-p->uffd));
+	ret = tide__uffd_api(p->uffd, want, &p->uffd_features);
+	if (ret < 0) {
+		close(p->uffd);
+		return tide__fail(ret, "UFFDIO_API handshake failed: %s", strerror(-ret));
+	}
+	return 0;
+}
+
+int tide_pool_create(tide_pool **out, const struct tide_options *opts)
+{
+	struct tide_pool *p;
+	int ret;
+
+	if (!out)
+		return tide__fail(-EINVAL, "pool pointer is NULL");
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return tide__fail(-ENOMEM, "out of memory for a pool");
+	if (opts)
+		p->opt = *opts;
+	else
+		tide_options_init(&p->opt);
+	ret = tide__options_check(&p->opt);
+	if (ret < 0)
+		goto fail_options;
+	p->high_bytes = p->opt.budget / 100 * p->opt.high_water;
+	p->low_bytes = p->opt.budget / 100 * p->opt.low_water;
+	if (!p->opt.bounce)
+		p->opt.bounce = default_bounce(p->opt.budget);
+	p->owner = getpid();
+	p->free_frames = p->hand = TIDE_NO_FRAME;
+	p->backlog_tail = &p->backlog;
+	p->waiting_tail = &p->waiting;
+	ret = open_uffd(p);
+	if (ret < 0)
+		goto fail_options;
+	ret = tide__bounce_init(&p->bounce, p->opt.bounce);
+	if (ret < 0) {
+		tide__fail(ret, "cannot allocate %zu bytes of bounce buffers", p->opt.bounce);
+		goto fail_bounce;
+	}
+	ret = tide__ring_init(p);
+	if (ret < 0)
+		goto fail_ring;
+	ret = tide__epochs_init(p);
+	if (ret < 0)
+		goto fail_epochs;
+	p->writeback = choose_writeback(p);
+	p->opt.writeback = p->writeback;
+	pthread_mutex_init(&p->lock, NULL);
+	if (p->opt.verbose) {
+		tide__options_print(stderr, &p->opt);
+		tide__info("bounce buffers %zu bytes (%s), write-back %s",
+			   p->bounce.size, p->bounce.registered ? "registered" : "not registered",
+			   tide_writeback_name(p->writeback));
+	}
+	ret = uv_sem_init(&p->started, 0);
+	if (ret < 0) {
+		ret = -ENOMEM;
+		goto fail_sem;
+	}
+	ret = uv_thread_create(&p->thread, service_main, p);
+	if (ret < 0) {
+		tide__fail(ret, "cannot start the service thread: %s", uv_strerror(ret));
+		goto fail_thread;
+	}
+	uv_sem_wait(&p->started);
+	if (p->start_error) {
+		ret = tide__fail(p->start_error, "the service loop failed to start: %s",
+				 uv_strerror(p->start_error));
+		uv_thread_join(&p->thread);
+		goto fail_thread;
+	}
+	*out = p;
+	return 0;
+
+fail_thread:
+	uv_sem_destroy(&p->started);
+fail_sem:
+	pthread_mutex_destroy(&p->lock);
+	tide__epochs_fini(p);
+fail_epochs:
+	tide__ring_fini(p);
+fail_ring:
+	tide__bounce_fini(&p->bounce);
+fail_bounce:
+	close(p->uffd);
+fail_options:
+	free(p);
+	return ret;
+}
+
+int tide_pool_destroy(tide_pool *p)
+{
+	struct request req = { .kind = REQ_STOP };
+	int ret;
+
+	if (!p)
+		return tide__fail(-EINVAL, "pool is NULL");
+	ret = tide__request(p, &req);
+	if (ret < 0)
+		return ret;
+	uv_thread_join(&p->thread);
+	uv_sem_destroy(&p->started);
+	pthread_mutex_destroy(&p->lock);
+	tide__epochs_fini(p);
+	tide__ring_fini(p);
+	tide__bounce_fini(&p->bounce);
+	close(p->uffd);
+	free(p->regions);
+	free(p->frames);
+	free(p);
+	return 0;
+}
+
+int tide_pool_options(tide_pool *p, struct tide_options *opts)
+{
+	if (!p || !opts)
+		return tide__fail(-EINVAL, "pool or options are NULL");
+	*opts = p->opt;
+	return 0;
+}
+
+int tide_pool_stats(tide_pool *p, struct tide_stats *stats)
+{
+	struct request req = { .kind = REQ_STATS, .stats = stats };
+
+	if (!p || !stats)
+		return tide__fail(-EINVAL, "pool or stats are NULL");
+	return tide__request(p, &req);
+}
+
+void tide__loop_stop(struct tide_pool *p)
+{
+	stop_loop(p);
+}

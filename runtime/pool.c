@@ -1,0 +1,156 @@
+/*
+ * Frames, the budget and the eviction policy.
+ *
+ * A frame describes one resident (or arriving) page. Resident frames sit on
+ * a CLOCK ring in the order they arrived. A user-space pager sees only
+ * faults, so the reference bit is set by what it can see: the fill of a
+ * demand fault and every write fault. Clean pages are kept write-protected
+ * (installed so after a read fault, protected again after write-back), so
+ * the first write after each clean period is seen too. The hand clears set
+ * bits and evicts the first page found without one: pages touched since the
+ * hand last passed get a second chance, which FIFO (umap's policy) lacks.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "internal.h"
+
+
+static int frames_grow(struct tide_pool *p)
+{
+	uint32_t cap = p->frames_cap ? p->frames_cap * 2 : 1024;
+	struct frame *f = realloc(p->frames, (size_t)cap * sizeof(*f));
+
+	if (!f)
+		return -ENOMEM;
+	memset(f + p->frames_cap, 0, (size_t)(cap - p->frames_cap) * sizeof(*f));
+	/* New frames go on the free list, lowest index first. */
+	for (uint32_t i = cap; i-- > p->frames_cap;) {
+		f[i].next = p->free_frames;
+		p->free_frames = i;
+	}
+	p->frames = f;
+	p->frames_cap = cap;
+	return 0;
+}
+
+uint32_t tide__frame_alloc(struct tide_pool *p, struct region *r, uint64_t page)
+{
+	struct frame *fr;
+	uint32_t f;
+
+	if (p->free_frames == TIDE_NO_FRAME && frames_grow(p) < 0)
+		return TIDE_NO_FRAME;
+	f = p->free_frames;
+	fr = &p->frames[f];
+	p->free_frames = fr->next;
+	memset(fr, 0, sizeof(*fr));
+	fr->region = r;
+	fr->page = page;
+	fr->next = fr->prev = TIDE_NO_FRAME;
+	fr->state = FRAME_FILLING;
+	tide__slot_set(r, page, f);
+	r->resident++;
+	p->resident += r->page_size;
+	if (p->resident > p->st.c.peak_resident_bytes)
+		p->st.c.peak_resident_bytes = p->resident;
+	return f;
+}
+
+static void ring_unlink(struct tide_pool *p, uint32_t f)
+{
+	struct frame *fr = &p->frames[f];
+
+	if (fr->next == f) {
+		p->hand = TIDE_NO_FRAME;
+	} else {
+		p->frames[fr->prev].next = fr->next;
+		p->frames[fr->next].prev = fr->prev;
+		if (p->hand == f)
+			p->hand = fr->next;
+	}
+	fr->next = fr->prev = TIDE_NO_FRAME;
+}
+
+void tide__frame_resident(struct tide_pool *p, uint32_t f)
+{
+	struct frame *fr = &p->frames[f];
+
+	if (p->hand == TIDE_NO_FRAME) {
+		fr->next = fr->prev = f;
+		p->hand = f;
+		return;
+	}
+	/* Just behind the hand: the last place it looks. */
+	fr->next = p->hand;
+	fr->prev = p->frames[p->hand].prev;
+	p->frames[fr->prev].next = f;
+	p->frames[p->hand].prev = f;
+}
+
+void tide__frame_free(struct tide_pool *p, uint32_t f)
+{
+	struct frame *fr = &p->frames[f];
+	struct region *r = fr->region;
+
+	if (fr->next != TIDE_NO_FRAME)
+		ring_unlink(p, f);
+	if (fr->state == FRAME_DIRTY)
+		tide__dirty_add(p, r, -(int64_t)r->page_size);
+	tide__slot_set(r, fr->page, TIDE_NO_FRAME);
+	r->resident--;
+	p->resident -= r->page_size;
+	fr->state = FRAME_FREE;
+	fr->region = NULL;
+	fr->next = p->free_frames;
+	p->free_frames = f;
+}
+
+bool tide__pool_has_room(struct tide_pool *p, size_t len)
+{
+	return p->resident + len <= p->opt.budget;
+}
+
+/* Drop a clean page. Without UFFD_FEATURE_EVENT_REMOVE this never blocks;
+ * the next access is a MISSING fault. */
+void tide__frame_drop(struct tide_pool *p, uint32_t f)
+{
+	struct frame *fr = &p->frames[f];
+	struct region *r = fr->region;
+
+	madvise(tide__page_addr(r, fr->page), r->page_size, MADV_DONTNEED);
+	p->st.c.evictions++;
+	tide__frame_free(p, f);
+}
+
+void tide__pool_reclaim(struct tide_pool *p)
+{
+	uint64_t scanned = 0, limit;
+
+	if (p->resident - p->leaving + p->waiting_bytes <= p->high_bytes)
+		return;
+	limit = 2 * (p->resident / TIDE_MIN_PAGE) + 2;
+	while (p->hand != TIDE_NO_FRAME &&
+	       p->resident - p->leaving + p->waiting_bytes > p->low_bytes && scanned++ < limit) {
+		uint32_t f = p->hand;
+		struct frame *fr = &p->frames[f];
+
+		p->hand = fr->next;
+		if (fr->state == FRAME_WRITEBACK)
+			continue;
+		if (fr->referenced) {
+			fr->referenced = 0;
+			continue;
+		}
+		if (fr->state == FRAME_CLEAN) {
+			tide__frame_drop(p, f);
+			continue;
+		}
+		/* Dirty: leaves after its write-back. Out of bounce space means
+		 * wait for a completion, which runs reclaim again. */
+		if (tide__writeback_start(p, f, true) == -EAGAIN)
+			break;
+	}
+}

@@ -125,9 +125,9 @@ static void run(size_t page_size, size_t budget, enum tide_writeback wb, unsigne
 	close(fd);
 }
 
-Test(integrity, fixed_4k) { run(4 * KiB, 1 * MiB, TIDE_WRITEBACK_FIXED, 20000); }
-Test(integrity, direct_4k) { run(4 * KiB, 1 * MiB, TIDE_WRITEBACK_DIRECT, 20000); }
-Test(integrity, fixed_64k) { run(64 * KiB, 4 * MiB, TIDE_WRITEBACK_FIXED, 20000); }
-Test(integrity, direct_64k) { run(64 * KiB, 4 * MiB, TIDE_WRITEBACK_DIRECT, 20000); }
-Test(integrity, fixed_2m) { run(2 * MiB, 8 * MiB, TIDE_WRITEBACK_FIXED, 4000); }
-Test(integrity, direct_2m) { run(2 * MiB, 8 * MiB, TIDE_WRITEBACK_DIRECT, 4000); }
+Test(integrity, fixed_4k) { run(4 * KiB, 1 * MiB, TIDE_WRITEBACK_FIXED, 6000); }
+Test(integrity, direct_4k) { run(4 * KiB, 1 * MiB, TIDE_WRITEBACK_DIRECT, 6000); }
+Test(integrity, fixed_64k) { run(64 * KiB, 4 * MiB, TIDE_WRITEBACK_FIXED, 6000); }
+Test(integrity, direct_64k) { run(64 * KiB, 4 * MiB, TIDE_WRITEBACK_DIRECT, 6000); }
+Test(integrity, fixed_2m) { run(2 * MiB, 8 * MiB, TIDE_WRITEBACK_FIXED, 1500); }
+Test(integrity, direct_2m) { run(2 * MiB, 8 * MiB, TIDE_WRITEBACK_DIRECT, 1500); }

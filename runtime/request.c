@@ -156,10 +156,11 @@ static bool flush_step(struct tide_pool *p, struct request *req)
 	case STEP_SYNC:
 		return false;
 	case STEP_DONE:
+		/* A write-back error is reported once, like errseq: the pages it
+		 * concerns are still dirty, so the next flush tries them again. */
 		if (r->error && !req->result)
 			req->result = r->error;
-		if (req->result == 0 || req->kind != REQ_UNMAP)
-			r->error = 0;
+		r->error = 0;
 		if (req->kind == REQ_FLUSH || req->result < 0) {
 			r->dying = false;
 			tide__request_finish(p, req, req->result < 0 ? -EIO : 0);

@@ -1,0 +1,105 @@
+/* The options table: defaults, TIDE_* environment, sizes, bad values,
+ * explicit values winning over the environment. */
+#include <criterion/criterion.h>
+#include <criterion/redirect.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "internal.h"
+
+Test(options, sizes)
+{
+	uint64_t v;
+
+	cr_expect_eq(tide__parse_size("4096", &v), 0); cr_expect_eq(v, 4096);
+	cr_expect_eq(tide__parse_size("64K", &v), 0); cr_expect_eq(v, 64 * KiB);
+	cr_expect_eq(tide__parse_size("64KiB", &v), 0); cr_expect_eq(v, 64 * KiB);
+	cr_expect_eq(tide__parse_size("2m", &v), 0); cr_expect_eq(v, 2 * MiB);
+	cr_expect_eq(tide__parse_size("3 GiB", &v), 0); cr_expect_eq(v, 3ull << 30);
+	cr_expect_eq(tide__parse_size("1T", &v), 0); cr_expect_eq(v, 1ull << 40);
+	cr_expect_eq(tide__parse_size("12Q", &v), -EINVAL);
+	cr_expect_eq(tide__parse_size("-5", &v), -EINVAL);
+	cr_expect_eq(tide__parse_size("", &v), -EINVAL);
+	cr_expect_eq(tide__parse_size("99999999999999G", &v), -ERANGE);
+}
+
+Test(options, defaults_match_table)
+{
+	struct tide_options o;
+	char buf[64];
+
+	unsetenv("TIDE_BUDGET");
+	tide_options_init(&o);
+	cr_expect_eq(tide__options_check(&o), 0, "defaults are invalid: %s", tide_last_error());
+	for (size_t i = 0; i < tide__noptions; i++) {
+		uint64_t size;
+
+		tide__option_format(&o, &tide__options[i], buf, sizeof(buf));
+		if (tide__options[i].kind == OPT_SIZE) {
+			cr_assert_eq(tide__parse_size(tide__options[i].def, &size), 0);
+			cr_expect_eq(strtoull(buf, NULL, 10), size, "%s", tide__options[i].name);
+		} else if (tide__options[i].kind != OPT_BOOL) {
+			cr_expect_str_eq(buf, tide__options[i].def, "%s", tide__options[i].name);
+		}
+	}
+}
+
+Test(options, environment, .init = cr_redirect_stderr)
+{
+	struct tide_options o;
+
+	setenv("TIDE_BUDGET", "12M", 1);
+	setenv("TIDE_WRITEBACK", "direct", 1);
+	setenv("TIDE_HIGH_WATER", "150", 1);      /* invalid: warns, keeps 90 */
+	setenv("TIDE_ODIRECT", "off", 1);
+	tide_options_init(&o);
+	cr_expect_eq(o.budget, 12 * MiB);
+	cr_expect_eq(o.writeback, TIDE_WRITEBACK_DIRECT);
+	cr_expect_eq(o.high_water, 90);
+	cr_expect_eq(o.odirect, 0);
+	fflush(stderr);
+	cr_expect_stderr_eq_str("tide: warning: TIDE_HIGH_WATER=\"150\" is not valid "
+				"(percent of the budget at which eviction starts); keeping the default 90\n");
+}
+
+Test(options, explicit_wins)
+{
+	struct tide_options o;
+	tide_pool *pool;
+	struct tide_options got;
+
+	test_require_uffd();
+	setenv("TIDE_BUDGET", "12M", 1);
+	setenv("TIDE_QUEUE_DEPTH", "4", 1);
+	tide_options_init(&o);
+	o.budget = 3 * MiB;
+	cr_assert_eq(tide_pool_create(&pool, &o), 0, "%s", tide_last_error());
+	cr_assert_eq(tide_pool_options(pool, &got), 0);
+	cr_expect_eq(got.budget, 3 * MiB, "the caller's budget lost to the environment");
+	cr_expect_eq(got.queue_depth, 4, "the environment's queue depth was not applied");
+	cr_expect_neq(got.writeback, TIDE_WRITEBACK_AUTO, "auto was not resolved");
+	cr_assert_eq(tide_pool_destroy(pool), 0);
+}
+
+Test(options, verbose_prints_settings, .init = cr_redirect_stderr)
+{
+	struct tide_options o;
+	tide_pool *pool;
+	char line[256];
+	bool saw_budget = false;
+	FILE *err;
+
+	test_require_uffd();
+	setenv("TIDE_VERBOSE", "1", 1);
+	setenv("TIDE_BUDGET", "5M", 1);
+	tide_options_init(&o);
+	cr_assert_eq(tide_pool_create(&pool, &o), 0);
+	cr_assert_eq(tide_pool_destroy(pool), 0);
+	fflush(stderr);
+	err = cr_get_redirected_stderr();
+	while (fgets(line, sizeof(line), err))
+		saw_budget |= strstr(line, "TIDE_BUDGET") && strstr(line, "5242880");
+	cr_expect(saw_budget, "TIDE_VERBOSE=1 did not print the effective budget");
+}

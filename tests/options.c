@@ -3,6 +3,7 @@
 #include <criterion/criterion.h>
 #include <criterion/redirect.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -102,4 +103,37 @@ Test(options, verbose_prints_settings, .init = cr_redirect_stderr)
 	while (fgets(line, sizeof(line), err))
 		saw_budget |= strstr(line, "TIDE_BUDGET") && strstr(line, "5242880");
 	cr_expect(saw_budget, "TIDE_VERBOSE=1 did not print the effective budget");
+}
+
+Test(options, docs_match_table)
+{
+	const char *bin = getenv("TIDE_BIN"), *src = getenv("TIDE_SRC");
+	char cmd[4096], line[512], path[4096];
+	FILE *gen, *doc;
+	int rows = 0;
+
+	if (!bin || !src)
+		cr_skip_test("TIDE_BIN or TIDE_SRC is not set (run through meson test)");
+	snprintf(cmd, sizeof(cmd), "%s options --markdown", bin);
+	snprintf(path, sizeof(path), "%s/docs/options.md", src);
+	gen = popen(cmd, "r");
+	doc = fopen(path, "r");
+	cr_assert(gen && doc, "cannot run %s or open %s", cmd, path);
+	/* Every generated row appears, in order, in the document. */
+	while (fgets(line, sizeof(line), gen)) {
+		char want[512];
+		bool found = false;
+
+		strcpy(want, line);
+		while (fgets(line, sizeof(line), doc))
+			if (!strcmp(line, want)) {
+				found = true;
+				break;
+			}
+		cr_expect(found, "docs/options.md lacks (or misorders) the row: %s", want);
+		rows++;
+	}
+	pclose(gen);
+	fclose(doc);
+	cr_expect_gt(rows, 2);
 }

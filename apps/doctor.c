@@ -177,19 +177,13 @@ static void check_uffd(struct doctor *d)
 	}
 }
 
-/* The pool's default bounce size (runtime/loop.c): budget/16 in [4, 16] MiB. */
+/* The bounce size a pool would register with the current TIDE_* settings. */
 static uint64_t pool_bounce(void)
 {
 	struct tide_options o;
-	uint64_t b;
 
 	tide_options_init(&o);
-	if (o.bounce)
-		return o.bounce;
-	b = o.budget / 16;
-	b = b < 2 * (uint64_t)TIDE_MAX_PAGE ? 2 * (uint64_t)TIDE_MAX_PAGE : b;
-	b = b > (16u << 20) ? (16u << 20) : b;
-	return b & ~(uint64_t)(TIDE_MAX_PAGE - 1);
+	return o.bounce ? o.bounce : tide__default_bounce(o.budget);
 }
 
 static void check_uring(struct doctor *d)

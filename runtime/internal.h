@@ -221,6 +221,9 @@ void tide__loop_stop(struct tide_pool *p);
 void tide__request_finish(struct tide_pool *p, struct request *req, int result);
 void tide__requests_progress(struct tide_pool *p);
 
+/* Bounce bytes for a budget when TIDE_BOUNCE is 0: budget/16 within 4..16 MiB. */
+size_t tide__default_bounce(size_t budget);
+
 /* ---- probe.c: is an O_DIRECT write from a write-protected page safe here? ---- */
 /* Returns 1 safe, 0 unsafe (hangs or faults), -errno if it could not tell.
  * `why` receives one line of explanation. Cached per boot. */

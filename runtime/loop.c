@@ -236,7 +236,7 @@ void tide__request_finish(struct tide_pool *p, struct request *req, int result)
 
 /* ---- the pool's life ---- */
 
-static size_t default_bounce(size_t budget)
+size_t tide__default_bounce(size_t budget)
 {
 	size_t b = budget / 16;
 
@@ -247,19 +247,14 @@ static size_t default_bounce(size_t budget)
 	return b & ~(size_t)(TIDE_MAX_PAGE - 1);
 }
 
-/* The probe lives in probe.c; a build without it uses the path that is
- * safe on every kernel. */
-#pragma weak tide__probe_direct_write
-
 static enum tide_writeback choose_writeback(struct tide_pool *p)
 {
-	char why[256] = "no probe in this build";
-	int safe = 0;
+	char why[256] = "";
+	int safe;
 
 	if (p->opt.writeback != TIDE_WRITEBACK_AUTO)
 		return p->opt.writeback;
-	if (tide__probe_direct_write)
-		safe = tide__probe_direct_write(why, sizeof(why));
+	safe = tide__probe_direct_write(why, sizeof(why));
 	if (p->opt.verbose)
 		tide__info("write-back auto: %s -> %s", why, safe == 1 ? "direct" : "fixed");
 	return safe == 1 ? TIDE_WRITEBACK_DIRECT : TIDE_WRITEBACK_FIXED;
@@ -314,7 +309,7 @@ int tide_pool_create(tide_pool **out, const struct tide_options *opts)
 	p->high_bytes = p->opt.budget / 100 * p->opt.high_water;
 	p->low_bytes = p->opt.budget / 100 * p->opt.low_water;
 	if (!p->opt.bounce)
-		p->opt.bounce = default_bounce(p->opt.budget);
+		p->opt.bounce = tide__default_bounce(p->opt.budget);
 	p->owner = getpid();
 	p->free_frames = p->hand = TIDE_NO_FRAME;
 	p->backlog_tail = &p->backlog;

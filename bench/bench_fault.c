@@ -162,9 +162,11 @@ static void run(const struct spec *s)
 		die("%s: tide_map: %s (%s)", name, strerror(errno), tide_last_error());
 	close(fd);
 
-	/* Random patterns start with the pool full, so every miss evicts, as
-	 * bench_raw's mmap test does with the page cache. */
-	if (!seq)
+	/* Random patterns and seqwrite start with the pool full, so every miss
+	 * evicts (seqwrite: dirty pages), as bench_raw's mmap test does with
+	 * the page cache; seqwrite then walks the rest of the file. */
+	uint64_t from = seq && write ? budget : 0;
+	if (!seq || write)
 		for (uint64_t off = 0; off < budget && off < file_size; off += 4 * KiB) {
 			if (write)
 				base[off] = 1;
@@ -174,11 +176,11 @@ static void run(const struct spec *s)
 
 	tide_pool_stats(pool, &st0);
 	uint64_t start = now_ns(), deadline = start + (uint64_t)(secs * 1e9);
-	uint64_t slice = file_size / (uint64_t)s->threads / (4 * KiB) * (4 * KiB);
+	uint64_t slice = (file_size - from) / (uint64_t)s->threads / (4 * KiB) * (4 * KiB);
 	for (int i = 0; i < s->threads; i++) {
 		w[i] = (struct worker){ .s = s, .base = base, .seed = 0x9e3779b9u + 7919u * (uint64_t)i,
-					.deadline = deadline, .first = slice * (uint64_t)i,
-					.end = slice * (uint64_t)(i + 1), .self0 = w };
+					.deadline = deadline, .first = from + slice * (uint64_t)i,
+					.end = from + slice * (uint64_t)(i + 1), .self0 = w };
 		pthread_create(&w[i].thread, NULL, worker_main, &w[i]);
 	}
 	uint64_t touches = 0;

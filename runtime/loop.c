@@ -381,6 +381,8 @@ int tide_pool_destroy(tide_pool *p)
 	if (!p)
 		return tide__fail(-EINVAL, "pool is NULL");
 	ret = tide__request(p, &req);
+	if (ret == -EBUSY)
+		return tide__fail(ret, "the pool still has mapped regions: tide_unmap() them first");
 	if (ret < 0)
 		return ret;
 	uv_thread_join(&p->thread);

@@ -343,6 +343,7 @@ static int range_request(enum request_kind kind, const void *addr, size_t length
 	struct registry_entry e;
 	struct request req = { .kind = kind };
 	uintptr_t a = (uintptr_t)addr;
+	int ret;
 
 	if (registry_lookup(addr, &e) < 0)
 		return tide__fail(-EINVAL, "%p is not in a tide region", addr);
@@ -358,7 +359,15 @@ static int range_request(enum request_kind kind, const void *addr, size_t length
 	req.end = kind == REQ_UNMAP ? (e.end - e.start) / e.page_size
 				    : (a + length - e.start + e.page_size - 1) / e.page_size;
 	req.addr = e.start;
-	return tide__request(e.pool, &req);
+	ret = tide__request(e.pool, &req);
+	if (ret == -EIO)
+		return tide__fail(ret, "writing dirty pages of the region at %p failed; they stay in "
+				  "memory, dirty, and the next flush or unmap tries them again", (void *)e.start);
+	if (ret == -EINVAL)
+		return tide__fail(ret, "the region at %p is being unmapped", (void *)e.start);
+	if (ret < 0 && ret != -ECHILD && ret != -EDEADLK)
+		return tide__fail(ret, "%s", strerror(-ret));
+	return ret;
 }
 
 int tide_unmap(void *addr)

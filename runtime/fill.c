@@ -24,8 +24,7 @@ static int fill_issue(struct tide_io *io)
 	struct frame *fr = tide__frame(p, fl->frame);
 	struct region *r = fr->region;
 
-	return r->ops->read(r->store, io, fl->buf, r->page_size,
-			    r->store_off + (fr->page << r->page_shift));
+	return r->ops->read(r->store, io, fl->buf, r->page_size, tide__store_off(r, fr->page));
 }
 
 /* The store could not give us the page: the faulting threads get SIGBUS,

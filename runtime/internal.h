@@ -162,6 +162,10 @@ static inline char *tide__page_addr(struct region *r, uint64_t page)
 {
 	return r->base + (page << r->page_shift);
 }
+static inline uint64_t tide__store_off(const struct region *r, uint64_t page)
+{
+	return r->store_off + (page << r->page_shift);
+}
 static inline uint32_t tide__slot(const struct region *r, uint64_t page)
 {
 	return r->slot[page] - 1;   /* 0 - 1 == TIDE_NO_FRAME */

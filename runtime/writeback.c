@@ -85,8 +85,7 @@ static int writeback_issue(struct tide_io *io)
 	struct frame *fr = tide__frame(io->pool, wb->frame);
 	struct region *r = fr->region;
 
-	return r->ops->write(r->store, io, wb->buf, r->page_size,
-			     r->store_off + (fr->page << r->page_shift));
+	return r->ops->write(r->store, io, wb->buf, r->page_size, tide__store_off(r, fr->page));
 }
 
 static void writeback_done(struct tide_io *io, ssize_t res)

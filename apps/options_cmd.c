@@ -25,7 +25,7 @@ int tide_cmd_options(int argc, char **argv)
 	char value[64];
 
 	if (argc > 1 && !markdown) {
-		fprintf(stderr, "usage: tide options [--markdown]\n"
+		fprintf(strcmp(argv[1], "--help") ? stderr : stdout, "usage: tide options [--markdown]\n"
 			"Lists every TIDE_* option, its default and the value the environment gives.\n");
 		return strcmp(argv[1], "--help") ? 2 : 0;
 	}

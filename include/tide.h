@@ -88,7 +88,8 @@ int tide_pool_options(tide_pool *pool, struct tide_options *opts);
  * The store reports the result later with tide_io_complete() (the number of
  * bytes moved, or -errno), from any thread, possibly before the operation
  * returns. A read shorter than asked means end of store: the rest of the page
- * reads as zeros. `buf` for a read is runtime-owned memory; for a write it is
+ * reads as zeros; a failed read gives the faulting threads SIGBUS where the
+ * kernel has UFFD_FEATURE_POISON (6.6+) and is retried elsewhere. `buf` for a read is runtime-owned memory; for a write it is
  * either runtime memory or the write-protected application page itself (the
  * direct write-back path): a store must only read from it.
  */
@@ -136,8 +137,9 @@ int tide_unmap(void *addr);
  */
 int tide_flush(void *addr, size_t length);
 
-/* Fill the pages of a range ahead of use; returns when they are resident
- * (or the pool could not hold more). */
+/* Fill the missing pages of a range ahead of use, at most the low
+ * watermark's worth (more would evict what was just fetched), and return
+ * when those fills are done. -EINVAL if the range is not inside one region. */
 int tide_prefetch(void *addr, size_t length);
 
 /* The pool that serves `addr`, or NULL (errno EINVAL). */

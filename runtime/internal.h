@@ -225,6 +225,10 @@ void tide__loop_stop(struct tide_pool *p);
 void tide__request_finish(struct tide_pool *p, struct request *req, int result);
 void tide__requests_progress(struct tide_pool *p);
 
+/* ---- watchdog.c: debug report of a stuck service loop ---- */
+int tide__watchdog_start(struct tide_pool *p);
+void tide__watchdog_stop(struct tide_pool *p);
+
 /* Bounce bytes for a budget when TIDE_BOUNCE is 0: budget/16 within 4..16 MiB. */
 size_t tide__default_bounce(size_t budget);
 
@@ -288,8 +292,12 @@ struct tide_pool {
 	struct pending_fault *waiting, **waiting_tail;
 	struct request *active;   /* requests in progress */
 	struct epoch *epochs, *epoch_tail; /* oldest first; the tail is open */
-	uint64_t spin_idle_since;
 	uint64_t last_progress_ns;
+	const char *doing;        /* what the loop is at, for the watchdog */
+	uv_thread_t watch_thread;
+	pthread_mutex_t watch_lock;
+	pthread_cond_t watch_cond;
+	bool watch_stop;
 	struct tide__stats st;
 	bool stopping;
 };

@@ -72,19 +72,26 @@ static int pass(struct tide_pool *p)
 	int work = 0, n;
 
 	do {
+		p->doing = "reading faults and filling or evicting";
 		n = drain_uffd(p);
+		p->doing = "starting requests";
 		n += take_requests(p);
+		p->doing = "submitting I/O";
 		tide__ring_submit(p);
+		p->doing = "completing I/O";
 		n += tide__ring_reap(p);
 		n += tide__io_remote_run(p);
 		tide__io_backlog_run(p);
+		p->doing = "retrying faults that waited for room";
 		tide__waiters_run(p);
+		p->doing = "advancing flush, unmap and prefetch requests";
 		tide__requests_progress(p);
 		tide__ring_submit(p);
 		work += n;
 	} while (n);
+	p->doing = "waiting in the event loop";
 	if (work)
-		p->last_progress_ns = tide__now_ns();
+		__atomic_store_n(&p->last_progress_ns, tide__now_ns(), __ATOMIC_RELAXED);
 	return work;
 }
 
@@ -348,6 +355,9 @@ int tide_pool_create(tide_pool **out, const struct tide_options *opts)
 		goto fail_thread;
 	}
 	uv_sem_wait(&p->started);
+	p->last_progress_ns = tide__now_ns();
+	if (!p->start_error && tide__watchdog_start(p) < 0)
+		tide__warn("cannot start the watchdog thread; running without it");
 	if (p->start_error) {
 		ret = tide__fail(p->start_error, "the service loop failed to start: %s",
 				 uv_strerror(p->start_error));
@@ -386,6 +396,7 @@ int tide_pool_destroy(tide_pool *p)
 	if (ret < 0)
 		return ret;
 	uv_thread_join(&p->thread);
+	tide__watchdog_stop(p);
 	uv_sem_destroy(&p->started);
 	pthread_mutex_destroy(&p->lock);
 	tide__epochs_fini(p);

@@ -391,6 +391,7 @@ tide_pool *tide_pool_of(const void *addr)
 
 	if (registry_lookup(addr, &e) < 0) {
 		errno = EINVAL;
+		tide__fail(-EINVAL, "%p is not in a tide region", addr);
 		return NULL;
 	}
 	return e.pool;
@@ -401,6 +402,6 @@ ssize_t tide_page_size_of(const void *addr)
 	struct registry_entry e;
 
 	if (registry_lookup(addr, &e) < 0)
-		return -EINVAL;
+		return tide__fail(-EINVAL, "%p is not in a tide region", addr);
 	return (ssize_t)e.page_size;
 }

@@ -210,6 +210,28 @@ static int check_args(struct sort_args *a)
 				cli_format_bytes(a->page_size, s2, sizeof(s2)));
 			return -EINVAL;
 		}
+		/* A merging thread keeps three pages in use (two inputs, one output)
+		 * and faults in a fourth; eviction brings residency down to the low
+		 * watermark, so below that many pages per thread the pool evicts
+		 * pages a thread is still using, and the sort thrashes. */
+		uint64_t fit = a->pool / a->page_size * o.low_water / 100 / 4;
+		if (fit < a->threads) {
+			if (fit >= 1) {
+				fprintf(stderr, "tide sort: note: a pool of %llu pages of %s keeps "
+					"the streams of %llu merging threads, not %u; using %llu\n",
+					(unsigned long long)(a->pool / a->page_size),
+					cli_format_bytes(a->page_size, s1, sizeof(s1)),
+					(unsigned long long)fit, a->threads, (unsigned long long)fit);
+				a->threads = (unsigned)fit;
+			} else {
+				fprintf(stderr, "tide sort: warning: a pool of %llu pages of %s is "
+					"too small for even one merging thread (it needs %u pages at "
+					"a %u%% low watermark); expect heavy thrashing\n",
+					(unsigned long long)(a->pool / a->page_size),
+					cli_format_bytes(a->page_size, s1, sizeof(s1)),
+					(400 + o.low_water - 1) / o.low_water, o.low_water);
+			}
+		}
 		if (a->size % a->page_size) {
 			fprintf(stderr, "tide sort: --size %llu is not a multiple of the page "
 				"size %s (tide maps whole pages)\n", (unsigned long long)a->size,
@@ -504,6 +526,9 @@ int tide_cmd_sort(int argc, char **argv)
 	sigaction(SIGBUS, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
+	/* A reader that goes away (| head) must not kill the run silently and
+	 * leave the data file behind: writes to it just fail. */
+	signal(SIGPIPE, SIG_IGN);
 
 	ret = open_files(&r);
 	if (ret < 0) {

@@ -7,7 +7,8 @@
 #   bench/sort_harness.sh [--size 512M] [--rounds 3] [--tide build/apps/tide]
 #                         [--dir DIR] [--out bench/results] [--threads N]
 #                         [--ratios "2 4 8"] [--pages "4K 64K 2M"]
-#                         [--backends "tide mmap memory"]
+#                         [--backends "tide mmap memory"] [--timeout 900]
+# A run that takes longer than --timeout seconds is killed (status 124).
 #
 # Writes OUT/sort.csv (one row per run), OUT/sort_summary.dat (medians),
 # OUT/sort.png (or .svg) and OUT/sort_machine.txt. Needs jq, gnuplot, root for
@@ -24,6 +25,7 @@ threads=$(nproc)
 ratios="2 4 8"
 pages="4K 64K 2M"
 backends="tide mmap memory"
+limit=900
 
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -36,7 +38,8 @@ while [ $# -gt 0 ]; do
 	--ratios) ratios=$2; shift 2 ;;
 	--pages) pages=$2; shift 2 ;;
 	--backends) backends=$2; shift 2 ;;
-	-h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+	--timeout) limit=$2; shift 2 ;;
+	-h|--help) sed -n '2,17p' "$0"; exit 0 ;;
 	*) echo "sort_harness: unknown argument $1" >&2; exit 2 ;;
 	esac
 done
@@ -116,7 +119,7 @@ run() {
 		# The child joins the group before it execs tide, so every page it
 		# touches is charged there.
 		sh -c 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"' sh "$cg" \
-			"$tide_bin" "${args[@]}" > "$json"
+			timeout "$limit" "$tide_bin" "${args[@]}" > "$json"
 		status=$?
 		cgcol=v1
 		cgmax=$(cat "$cg/memory.max_usage_in_bytes")
@@ -125,7 +128,7 @@ run() {
 		ooms=$(( $(awk '/oom_kill / {print $2}' "$cg/memory.oom_control") - oom0 ))
 	else
 		[ "$backend" = mmap ] && cgcol=none
-		"$tide_bin" "${args[@]}" > "$json"
+		timeout "$limit" "$tide_bin" "${args[@]}" > "$json"
 		status=$?
 	fi
 	rm -f "$dir/tide-sort-bench-$$.dat"

@@ -232,10 +232,10 @@ Test(sort, tide_fixed, .init = test_require_uffd) { sort_case("tide", "fixed", N
 Test(sort, tide_direct, .init = test_require_uffd) { sort_case("tide", "direct", NULL); }
 Test(sort, tide_auto, .init = test_require_uffd) { sort_case("tide", "auto", NULL); }
 Test(sort, tide_small_pages, .init = test_require_uffd) { sort_case("tide", "fixed", "4K"); }
-/* 2 MiB pages need a pool of at least four of them. */
+/* 2 MiB pages: a pool of 16 keeps the three streams of two merging threads. */
 Test(sort, tide_huge_pages, .init = test_require_uffd)
 {
-	sort_case_sized("tide", "fixed", "2M", 32 * MiB, 8 * MiB);
+	sort_case_sized("tide", "fixed", "2M", 64 * MiB, 32 * MiB);
 }
 
 Test(sort, pool_below_four_pages)

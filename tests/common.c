@@ -86,6 +86,13 @@ int test_in_child(void (*fn)(void *), void *arg, int timeout_ms)
 	return WEXITSTATUS(status);
 }
 
+void test_default_signal(int sig)
+{
+	struct sigaction sa = { .sa_handler = SIG_DFL };
+
+	sigaction(sig, &sa, NULL);
+}
+
 void test_pread(int fd, void *buf, size_t len, off_t off)
 {
 	size_t done = 0;

@@ -33,6 +33,10 @@ void test_require_uffd(void);
  * timeout_ms (it is then killed). Never hangs. */
 int test_in_child(void (*fn)(void *), void *arg, int timeout_ms);
 
+/* In a child that expects to die of `sig`: the default action, even under
+ * AddressSanitizer, which otherwise reports the signal and exits. */
+void test_default_signal(int sig);
+
 /* pread the whole range or abort the test. */
 void test_pread(int fd, void *buf, size_t len, off_t off);
 

@@ -17,6 +17,7 @@ static void child_reads(void *arg)
 	volatile uint64_t v;
 
 	(void)arg;
+	test_default_signal(SIGSEGV);
 	v = region[0];   /* the range is not inherited: SIGSEGV, never zeros */
 	_exit(v == 0 ? 1 : 2);
 }

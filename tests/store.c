@@ -217,6 +217,7 @@ static void read_failing(void *arg)
 	volatile uint64_t *p;
 
 	(void)arg;
+	test_default_signal(SIGBUS);
 	mem_init(&m, 64 * KiB, false);
 	m.fail_reads = 1;
 	p = tide_map_store(pool, &mem_ops, &m, 0, 64 * KiB, TIDE_PROT_READ, 0);

@@ -35,8 +35,14 @@ static void wait_for_room(struct tide_pool *p, struct region *r, uint64_t page, 
  * budget's free room; a random pattern never starts a run. */
 static void read_ahead(struct tide_pool *p, struct region *r, uint64_t page)
 {
-	unsigned n = p->opt.read_ahead;
+	/* The window: TIDE_READ_AHEAD pages, but no more than the queue depth
+	 * keeps busy and 2 MiB, so a 2 MiB-page region reads one page ahead. */
+	uint64_t n = p->opt.read_ahead, q;
 
+	if (n > p->opt.queue_depth)
+		n = p->opt.queue_depth;
+	if (n > (2u << 20) / r->page_size)
+		n = (2u << 20) / r->page_size;
 	if (page == r->next_seq_page)
 		r->seq_run++;
 	else
@@ -44,15 +50,16 @@ static void read_ahead(struct tide_pool *p, struct region *r, uint64_t page)
 	r->next_seq_page = page + 1;
 	if (!n || r->seq_run < 2)
 		return;
-	for (uint64_t q = page + 1; q <= page + n && q < r->npages; q++) {
+	for (q = page + 1; q <= page + n && q < r->npages; q++) {
 		if (tide__slot(r, q) != TIDE_NO_FRAME)
 			continue;
 		if (p->resident + r->page_size > p->high_bytes ||
 		    tide__fill_start(p, r, q, false, FILL_READAHEAD, 0) < 0)
 			break;
 	}
-	/* Faults inside the filled window still count as the same run. */
-	r->next_seq_page = page + 1;
+	/* Reads of the pages filled ahead do not fault, so the run's next
+	 * fault is the first page past the window: it continues the run. */
+	r->next_seq_page = q;
 }
 
 static void fault_wp(struct tide_pool *p, struct region *r, uint64_t page, uint64_t now)

@@ -41,7 +41,7 @@ const struct tide__option tide__options[] = {
 	OPT(SPIN_US, OPT_UINT, "0", "microseconds the service thread keeps polling after activity before it sleeps"),
 	OPT(SERVICE_CPU, OPT_INT, "-1", "CPU to pin the service thread to; -1 leaves it to the scheduler"),
 	OPT(ODIRECT, OPT_BOOL, "1", "open file stores with O_DIRECT where the filesystem allows"),
-	OPT(READ_AHEAD, OPT_UINT, "8", "pages filled ahead of a sequential run of faults; 0 turns it off"),
+	OPT(READ_AHEAD, OPT_UINT, "32", "pages filled ahead of a sequential run of faults (at most the queue depth and 2 MiB); 0 turns it off"),
 	OPT(WATCHDOG, OPT_UINT, "0", "debug: report a service loop stuck for this many seconds with faults pending"),
 	OPT(VERBOSE, OPT_BOOL, "0", "print the effective settings when a pool starts"),
 };

@@ -9,6 +9,7 @@
 #                         [--ratios "2 4 8"] [--pages "4K 64K 2M"]
 #                         [--backends "tide mmap memory"] [--timeout 900]
 # A run that takes longer than --timeout seconds is killed (status 124).
+# --plot-only redoes the medians and the plot from an existing OUT/sort.csv.
 #
 # Writes OUT/sort.csv (one row per run), OUT/sort_summary.dat (medians),
 # OUT/sort.png (or .svg) and OUT/sort_machine.txt. Needs jq, gnuplot, root for
@@ -26,6 +27,7 @@ ratios="2 4 8"
 pages="4K 64K 2M"
 backends="tide mmap memory"
 limit=900
+plot_only=0
 
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -39,7 +41,8 @@ while [ $# -gt 0 ]; do
 	--pages) pages=$2; shift 2 ;;
 	--backends) backends=$2; shift 2 ;;
 	--timeout) limit=$2; shift 2 ;;
-	-h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+	--plot-only) plot_only=1; shift ;;
+	-h|--help) sed -n '2,18p' "$0"; exit 0 ;;
 	*) echo "sort_harness: unknown argument $1" >&2; exit 2 ;;
 	esac
 done
@@ -49,7 +52,7 @@ command -v jq >/dev/null || die "jq is needed to read tide sort --json (apt-get 
 if [ -z "$tide_bin" ]; then
 	for b in "$here"/../build*/apps/tide; do [ -x "$b" ] && tide_bin=$b && break; done
 fi
-[ -x "$tide_bin" ] || die "no tide binary; pass --tide PATH or set TIDE_BIN"
+[ -x "$tide_bin" ] || [ "$plot_only" = 1 ] || die "no tide binary; pass --tide PATH or set TIDE_BIN"
 mkdir -p "$out" || die "cannot create $out"
 
 to_bytes() {  # 512M -> bytes, with the same suffixes as tide
@@ -62,6 +65,8 @@ to_bytes() {  # 512M -> bytes, with the same suffixes as tide
 bytes=$(to_bytes "$size")
 [ -n "$bytes" ] || die "--size $size is not a size"
 
+csv=$out/sort.csv
+if [ "$plot_only" = 0 ]; then
 # ---- cgroup for the mmap runs ----
 cg_root=/sys/fs/cgroup/memory
 cg=$cg_root/tide-sort-bench-$$
@@ -90,7 +95,7 @@ trap 'exit 130' INT TERM
 	echo "cpu: $(nproc) x $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
 	echo "memory: $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
 	echo "swap: $(awk '/SwapTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
-	echo "disk: $(df -h --output=source,fstype "$dir" | tail -1) $(lsblk -dno NAME,SIZE,ROTA,MODEL 2>/dev/null | head -1)"
+	echo "disk: $(df -h --output=source,fstype "$dir" | tail -1) $(lsblk -dno NAME,SIZE,ROTA,MODEL 2>/dev/null | grep -v '^zram' | head -1)"
 	echo "data: $size, threads $threads, rounds $rounds, ratios $ratios, tide pages $pages"
 	echo "mmap budget: cgroup $cg_state (memory.limit_in_bytes = pool)"
 } > "$out/sort_machine.txt"
@@ -161,6 +166,8 @@ for round in $(seq 1 "$rounds"); do
 	done
 done
 echo "sort_harness: $(( $(date +%s) - start )) s for $rounds rounds" >&2
+
+fi
 
 # ---- medians, one block per series, for gnuplot ----
 summary=$out/sort_summary.dat

@@ -118,7 +118,8 @@ void tide_io_complete(struct tide_io *io, ssize_t res);
 void *tide_map(tide_pool *pool, int fd, off_t offset, size_t length, int prot,
 	       size_t page_size);
 
-/* Map a custom store. `ops->close(store)` is called when the region goes. */
+/* Map a custom store. `ops->close(store)` is called when the region goes;
+ * if mapping fails the store is not closed and stays the caller's. */
 void *tide_map_store(tide_pool *pool, const struct tide_store_ops *ops, void *store,
 		     uint64_t offset, size_t length, int prot, size_t page_size);
 

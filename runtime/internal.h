@@ -191,7 +191,6 @@ void tide__waiters_forget(struct tide_pool *p, struct region *r);
 struct epoch {
 	struct epoch *next;
 	uint64_t pending;        /* write-backs issued in this epoch still in flight */
-	int error;
 	struct request *waiters; /* flushes sealed on this epoch */
 };
 int tide__writeback_start(struct tide_pool *p, uint32_t f, bool evict);
@@ -272,7 +271,6 @@ struct tide_pool {
 	pthread_mutex_t lock;
 	struct request *requests;
 	struct tide_io *remote_done;
-	uint64_t nregions_public;
 
 	/* owned by the service thread */
 	pid_t owner;              /* the process that created the pool */

@@ -203,8 +203,6 @@ static void *region_map(tide_pool *p, const struct tide_store_ops *ops, void *st
 
 	if (!r) {
 		ret = tide__fail(-ENOMEM, "out of memory for a region");
-		if (ops->close)
-			ops->close(store);
 		goto fail;
 	}
 	r->pool = p;
@@ -261,6 +259,7 @@ static void *region_map(tide_pool *p, const struct tide_store_ops *ops, void *st
 fail_registered:
 	tide__uffd_unregister(p->uffd, r->base, length);
 fail_region:
+	r->ops = NULL;          /* the store stays the caller's */
 	tide__region_free(r);
 fail:
 	errno = -ret;
@@ -271,7 +270,7 @@ void *tide_map(tide_pool *p, int fd, off_t offset, size_t length, int prot, size
 {
 	size_t ps = p ? resolve_page_size(p, page_size) : 0;
 	struct stat st;
-	void *store;
+	void *store, *addr;
 	int ret, acc;
 
 	ret = offset < 0 ? tide__fail(-EINVAL, "offset is negative")
@@ -316,7 +315,13 @@ store:
 	ret = tide__file_store_open(p, fd, prot, &store);
 	if (ret < 0)
 		goto fail;
-	return region_map(p, &tide__file_store_ops, store, (uint64_t)offset, length, prot, ps);
+	addr = region_map(p, &tide__file_store_ops, store, (uint64_t)offset, length, prot, ps);
+	if (!addr) {
+		ret = -errno;
+		tide__file_store_ops.close(store);
+		goto fail;
+	}
+	return addr;
 fail:
 	errno = -ret;
 	return NULL;

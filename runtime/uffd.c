@@ -124,13 +124,6 @@ int tide__uffd_poison(int fd, void *addr, size_t len)
 	return ioctl(fd, UFFDIO_POISON, &p) < 0 ? -errno : 0;
 }
 
-int tide__uffd_zeropage(int fd, void *addr, size_t len)
-{
-	struct uffdio_zeropage z = { .range = { .start = (uintptr_t)addr, .len = len } };
-
-	return ioctl(fd, UFFDIO_ZEROPAGE, &z) < 0 ? -errno : 0;
-}
-
 static const char *const feature_names[] = {
 	"PAGEFAULT_FLAG_WP", "EVENT_FORK", "EVENT_REMAP", "EVENT_REMOVE",
 	"MISSING_HUGETLBFS", "MISSING_SHMEM", "EVENT_UNMAP", "SIGBUS",

@@ -80,7 +80,6 @@ int tide__uffd_copy(int fd, void *dst, const void *src, size_t len, uint64_t mod
 int tide__uffd_wp(int fd, void *addr, size_t len, bool protect, bool wake);
 int tide__uffd_wake(int fd, void *addr, size_t len);
 int tide__uffd_poison(int fd, void *addr, size_t len);
-int tide__uffd_zeropage(int fd, void *addr, size_t len);
 
 /* Names of the UFFD_FEATURE_* bits, for reports; NULL past the last. */
 const char *tide__uffd_feature_name(unsigned bit);

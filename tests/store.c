@@ -252,6 +252,8 @@ Test(store, bad_ops)
 	cr_expect_eq(errno, EINVAL);
 	cr_expect_null(tide_map_store(pool, &ro, &m, 0, 64 * KiB, TIDE_PROT_READ | TIDE_PROT_WRITE, 0));
 	cr_expect_eq(errno, EINVAL, "writable mapping without write/flush");
+	cr_expect_null(tide_map_store(pool, &mem_ops, &m, 0, 64 * KiB, TIDE_PROT_READ, 12 * KiB));
+	cr_expect_eq(m.closed, 0, "a failed map closed the caller's store");
 	cr_assert_eq(tide_pool_destroy(pool), 0);
 	mem_fini(&m);
 }

@@ -178,7 +178,8 @@ struct tide_stats {
 	uint64_t latency_max_ns;
 	int writeback;              /* the path in use: TIDE_WRITEBACK_FIXED or _DIRECT */
 	int odirect;                /* 1 if the file stores use O_DIRECT */
-	uint64_t reserved[8];
+	uint64_t drop_calls;        /* madvise calls that dropped clean pages (a batch can be one) */
+	uint64_t reserved[7];
 };
 
 int tide_pool_stats(tide_pool *pool, struct tide_stats *stats);

@@ -31,35 +31,61 @@ static void wait_for_room(struct tide_pool *p, struct region *r, uint64_t page, 
 	p->waiting_bytes += r->page_size;
 }
 
-/* Sequential runs of faults get the next pages filled ahead, within the
- * budget's free room; a random pattern never starts a run. */
-static void read_ahead(struct tide_pool *p, struct region *r, uint64_t page)
+/* The read-ahead window: TIDE_READ_AHEAD pages, but no more than the queue
+ * depth keeps busy and 2 MiB, so a 2 MiB-page region reads one page ahead. */
+static uint64_t ra_window(const struct tide_pool *p, const struct region *r)
 {
-	/* The window: TIDE_READ_AHEAD pages, but no more than the queue depth
-	 * keeps busy and 2 MiB, so a 2 MiB-page region reads one page ahead. */
-	uint64_t n = p->opt.read_ahead, q;
+	uint64_t n = p->opt.read_ahead;
 
 	if (n > p->opt.queue_depth)
 		n = p->opt.queue_depth;
 	if (n > (2u << 20) / r->page_size)
 		n = (2u << 20) / r->page_size;
-	if (page == r->next_seq_page)
-		r->seq_run++;
-	else
-		r->seq_run = 0;
-	r->next_seq_page = page + 1;
-	if (!n || r->seq_run < 2)
-		return;
-	for (q = page + 1; q <= page + n && q < r->npages; q++) {
+	return n;
+}
+
+/* Fill [from, to] ahead of a run, within the budget's free room. Reads of
+ * pages filled ahead do not fault, so the run's next demand fault is the
+ * first page past what was filled: it continues the run. */
+static void ra_fill(struct tide_pool *p, struct region *r, uint64_t from, uint64_t to)
+{
+	uint64_t q;
+
+	for (q = from; q <= to && q < r->npages; q++) {
 		if (tide__slot(r, q) != TIDE_NO_FRAME)
 			continue;
 		if (p->resident + r->page_size > p->high_bytes ||
 		    tide__fill_start(p, r, q, false, FILL_READAHEAD, 0) < 0)
 			break;
 	}
-	/* Reads of the pages filled ahead do not fault, so the run's next
-	 * fault is the first page past the window: it continues the run. */
-	r->next_seq_page = q;
+	if (q > r->next_seq_page)
+		r->next_seq_page = q;
+}
+
+/* Sequential runs of demand faults get the next pages filled ahead; a
+ * random pattern never starts a run. */
+static void read_ahead(struct tide_pool *p, struct region *r, uint64_t page)
+{
+	uint64_t n = ra_window(p, r);
+
+	if (page == r->next_seq_page)
+		r->seq_run++;
+	else
+		r->seq_run = 0;
+	r->next_seq_page = page + 1;
+	if (n && r->seq_run >= 2)
+		ra_fill(p, r, page + 1, page + n);
+}
+
+/* The app caught up with a page still arriving inside the run's window:
+ * top the window up from where it ends, so the queue stays full instead of
+ * draining until the run faults past its end. */
+static void read_ahead_more(struct tide_pool *p, struct region *r, uint64_t page)
+{
+	uint64_t n = ra_window(p, r);
+
+	if (n && r->seq_run >= 2 && page < r->next_seq_page && page + n >= r->next_seq_page)
+		ra_fill(p, r, r->next_seq_page, page + n);
 }
 
 static void fault_wp(struct tide_pool *p, struct region *r, uint64_t page, uint64_t now)
@@ -129,6 +155,7 @@ void tide__fault(struct tide_pool *p, const struct uffd_msg *m, uint64_t now)
 			fr->want_write |= write;
 			if (!fr->t_fault)
 				fr->t_fault = now;
+			read_ahead_more(p, r, page);
 		} else {
 			/* Installed after the fault was raised. */
 			tide__uffd_wake(p->uffd, tide__page_addr(r, page), r->page_size);

@@ -248,6 +248,7 @@ struct tide_pool {
 	struct tide_options opt;
 	int uffd;
 	uint64_t uffd_features;
+	int drop_pidfd;           /* this process, for process_madvise; -1 if unusable */
 	size_t high_bytes, low_bytes;
 
 	struct io_uring ring;

@@ -1,0 +1,113 @@
+/* Clean eviction and read-ahead, through the counters the runtime keeps:
+ * sequential scans read ahead and drop in few calls, a random pattern does
+ * not read ahead, and every byte read is the file's. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "tide.h"
+
+#define BUDGET (4 * MiB)
+#define LEN (32 * MiB)
+#define SEED 0x5eedull
+
+static tide_pool *pool;
+static int fd = -1;
+static uint64_t *map;
+
+static void setup(void)
+{
+	struct tide_options o;
+
+	test_require_uffd();
+	tide_options_init(&o);
+	o.budget = BUDGET;
+	o.page_size = 4 * KiB;
+	o.flush_interval_ms = 0;
+	cr_assert_eq(tide_pool_create(&pool, &o), 0, "%s", tide_last_error());
+	fd = test_file(LEN, SEED);
+	map = tide_map(pool, fd, 0, LEN, TIDE_PROT_READ, 0);
+	cr_assert_not_null(map, "%s", tide_last_error());
+}
+
+static void teardown(void)
+{
+	if (map)
+		cr_expect_eq(tide_unmap(map), 0, "%s", tide_last_error());
+	if (pool)
+		cr_expect_eq(tide_pool_destroy(pool), 0, "%s", tide_last_error());
+	if (fd >= 0)
+		close(fd);
+}
+
+static void read_page(uint64_t pg)
+{
+	uint64_t i = pg * 4 * KiB / 8;
+
+	cr_assert_eq(map[i], test_word(i, SEED), "page %lu first word", (unsigned long)pg);
+	cr_assert_eq(map[i + 511], test_word(i + 511, SEED), "page %lu last word",
+		     (unsigned long)pg);
+}
+
+/* Does this kernel take MADV_DONTNEED through process_madvise for the
+ * caller itself (6.13+)? Then random victims leave in one call per batch. */
+static bool have_process_madvise_self(void)
+{
+	char *p = mmap(NULL, 8 * KiB, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	int pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0U);
+	struct iovec iov[2] = { { p, 4 * KiB }, { p + 4 * KiB, 4 * KiB } };
+	bool ok;
+
+	cr_assert(p != MAP_FAILED);
+	ok = pidfd >= 0 &&
+	     syscall(SYS_process_madvise, pidfd, iov, (size_t)2, MADV_DONTNEED, 0U) == 8 * KiB;
+	if (pidfd >= 0)
+		close(pidfd);
+	munmap(p, 8 * KiB);
+	return ok;
+}
+
+Test(evict, sequential_reads_ahead_and_drops_in_runs, .init = setup, .fini = teardown)
+{
+	struct tide_stats s;
+
+	for (uint64_t pg = 0; pg < LEN / (4 * KiB); pg++)
+		read_page(pg);
+	cr_assert_eq(tide_pool_stats(pool, &s), 0);
+	cr_expect_leq(s.peak_resident_bytes, BUDGET);
+	cr_expect_geq(s.evictions, (LEN - BUDGET) / (4 * KiB), "evictions %lu",
+		      (unsigned long)s.evictions);
+	/* Read-ahead fills most pages before the app asks for them. */
+	cr_expect_geq(s.prefetched * 10, s.fills * 8, "prefetched %lu of %lu fills",
+		      (unsigned long)s.prefetched, (unsigned long)s.fills);
+	/* Victims of a scan are adjacent: whole runs leave per call. */
+	cr_expect_leq(s.drop_calls * 16, s.evictions, "%lu drop calls for %lu evictions",
+		      (unsigned long)s.drop_calls, (unsigned long)s.evictions);
+}
+
+Test(evict, random_pays_no_read_ahead, .init = setup, .fini = teardown)
+{
+	uint64_t x = 88172645463325252ull, npages = LEN / (4 * KiB);
+	struct tide_stats s;
+
+	for (int i = 0; i < 8192; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		read_page(x % npages);
+	}
+	cr_assert_eq(tide_pool_stats(pool, &s), 0);
+	cr_expect_gt(s.evictions, 0);
+	cr_expect_leq(s.prefetched * 50, s.fills, "random reads prefetched %lu of %lu fills",
+		      (unsigned long)s.prefetched, (unsigned long)s.fills);
+	if (!have_process_madvise_self())
+		cr_skip("process_madvise(MADV_DONTNEED) on self is not available here: "
+			"random victims leave one madvise each");
+	cr_expect_leq(s.drop_calls * 16, s.evictions, "%lu drop calls for %lu evictions",
+		      (unsigned long)s.drop_calls, (unsigned long)s.evictions);
+}

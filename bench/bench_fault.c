@@ -5,10 +5,15 @@
  * One JSON object per line, like bench_raw.
  *
  * A run is named by a spec, pattern:source:page[:writeback[:threads]]
- *   pattern    seqread, randread, randwrite, seqwrite
+ *   pattern    seqread, randread, randwrite, seqwrite; permread: every page of
+ *              the first 80% of the budget once, in a random order, into an
+ *              empty pool (fills that never evict)
  *   source     cache: TIDE_ODIRECT off and the file read into the page cache
  *              first, so a fill costs a memory copy, not a disk read;
- *              disk: O_DIRECT store and the file dropped from the page cache
+ *              disk: O_DIRECT store and the file dropped from the page cache;
+ *              fresh: O_DIRECT store on a new file as large, allocated but
+ *              never written (fills read zeros without a disk read), so
+ *              seqwrite measures the eviction of dirty pages alone
  *   page       region page size, e.g. 4k or 64k
  *   writeback  fixed (default) or direct
  *   threads    app threads (default 1)
@@ -33,6 +38,7 @@ static const char *file;
 static uint64_t file_size;
 static uint64_t budget = 256 * MiB;
 static int app_cpu = -1;          /* --app-cpu: pin app thread i to (app_cpu + i) % ncpu */
+static const char *name_tag;      /* --tag: appended to the names, for environment variants */
 
 struct spec {
 	char pattern[16], source[8];
@@ -51,6 +57,16 @@ struct worker {
 	pthread_t thread;
 };
 
+static uint64_t gcd(uint64_t a, uint64_t b)
+{
+	while (b) {
+		uint64_t t = a % b;
+		a = b;
+		b = t;
+	}
+	return a;
+}
+
 static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
@@ -60,7 +76,19 @@ static void *worker_main(void *arg)
 	if (app_cpu >= 0)
 		pin_cpu((app_cpu + (int)(w - w->self0)) % (int)sysconf(_SC_NPROCESSORS_ONLN));
 
-	if (!strncmp(w->s->pattern, "seq", 3)) {
+	if (!strcmp(w->s->pattern, "permread")) {
+		/* A stride coprime with the page count visits each page once. */
+		uint64_t n = (w->end - w->first) / (4 * KiB), stride = n / 2 + 1, pg = 0;
+
+		while (n > 1 && gcd(stride, n) != 1)
+			stride++;
+		for (uint64_t i = 0; i < n; i++, w->touches++) {
+			if (!(w->touches & 255) && now_ns() >= w->deadline)
+				break;
+			sink += *(volatile char *)(w->base + w->first + pg * 4 * KiB);
+			pg = (pg + stride) % n;
+		}
+	} else if (!strncmp(w->s->pattern, "seq", 3)) {
 		for (uint64_t off = w->first; off < w->end; off += 4 * KiB, w->touches++) {
 			/* Stop at the deadline if a slow path makes a pass too long. */
 			if (!(w->touches & 255) && now_ns() >= w->deadline)
@@ -102,6 +130,24 @@ static void place_file(int fd, bool cache)
 	free(buf);
 }
 
+/* A file as large as --file beside it, allocated and never written: its
+ * unwritten extents read as zeros without a disk read. Unlinked at once. */
+static int fresh_file(int data_fd)
+{
+	char path[4096];
+	int fd, ret;
+
+	snprintf(path, sizeof(path), "%s.fresh.%d", file, (int)getpid());
+	fd = open(path, O_RDWR | O_CREAT | O_EXCL, 0600);
+	if (fd < 0)
+		die("create %s: %s", path, strerror(errno));
+	unlink(path);
+	if ((ret = posix_fallocate(fd, 0, (off_t)file_size)) != 0)
+		die("fallocate %s: %s", path, strerror(ret));
+	close(data_fd);
+	return fd;
+}
+
 static void on_alarm(int sig)
 {
 	(void)sig;
@@ -122,12 +168,15 @@ static void spec_name(const struct spec *s, char *buf, size_t len)
 		n += snprintf(buf + n, len - (size_t)n, ".t%d", s->threads);
 	/* Pinned runs are named apart: placement is what they measure. */
 	if (app_cpu >= 0 && n > 0 && (size_t)n < len)
-		snprintf(buf + n, len - (size_t)n, ".pin%d", app_cpu);
+		n += snprintf(buf + n, len - (size_t)n, ".pin%d", app_cpu);
+	if (name_tag && n > 0 && (size_t)n < len)
+		snprintf(buf + n, len - (size_t)n, ".%s", name_tag);
 }
 
 static void run(const struct spec *s)
 {
 	bool cache = !strcmp(s->source, "cache"), seq = !strncmp(s->pattern, "seq", 3);
+	bool perm = !strcmp(s->pattern, "permread");
 	bool write = strstr(s->pattern, "write") != NULL;
 	struct tide_options opt;
 	struct tide_stats st0, st1;
@@ -141,7 +190,10 @@ static void run(const struct spec *s)
 	int fd = open(file, O_RDWR);
 	if (fd < 0)
 		die("open %s: %s", file, strerror(errno));
-	place_file(fd, cache);
+	if (!strcmp(s->source, "fresh"))
+		fd = fresh_file(fd);
+	else
+		place_file(fd, cache);
 
 	tide_options_init(&opt);
 	opt.budget = budget;
@@ -165,8 +217,10 @@ static void run(const struct spec *s)
 	/* Random patterns and seqwrite start with the pool full, so every miss
 	 * evicts (seqwrite: dirty pages), as bench_raw's mmap test does with
 	 * the page cache; seqwrite then walks the rest of the file. */
-	uint64_t from = seq && write ? budget : 0;
-	if (!seq || write)
+	uint64_t from = seq && write ? budget : 0, to = file_size;
+	if (perm)
+		to = budget / 10 * 8 / s->page * s->page;
+	if ((!seq || write) && !perm)
 		for (uint64_t off = 0; off < budget && off < file_size; off += 4 * KiB) {
 			if (write)
 				base[off] = 1;
@@ -176,7 +230,7 @@ static void run(const struct spec *s)
 
 	tide_pool_stats(pool, &st0);
 	uint64_t start = now_ns(), deadline = start + (uint64_t)(secs * 1e9);
-	uint64_t slice = (file_size - from) / (uint64_t)s->threads / (4 * KiB) * (4 * KiB);
+	uint64_t slice = (to - from) / (uint64_t)s->threads / (4 * KiB) * (4 * KiB);
 	for (int i = 0; i < s->threads; i++) {
 		w[i] = (struct worker){ .s = s, .base = base, .seed = 0x9e3779b9u + 7919u * (uint64_t)i,
 					.deadline = deadline, .first = from + slice * (uint64_t)i,
@@ -219,6 +273,7 @@ static void run(const struct spec *s)
 	out_u64(&o, "evictions", st1.evictions - st0.evictions);
 	out_u64(&o, "evictions_dirty", st1.evictions_dirty - st0.evictions_dirty);
 	out_u64(&o, "writebacks", st1.writebacks - st0.writebacks);
+	out_u64(&o, "drop_calls", st1.drop_calls - st0.drop_calls);
 	out_num(&o, "fill_mbps", (double)(st1.bytes_read - st0.bytes_read) / sec / 1e6);
 	out_num(&o, "wb_mbps", (double)(st1.bytes_written - st0.bytes_written) / sec / 1e6);
 	out_u64(&o, "peak_resident", st1.peak_resident_bytes);
@@ -252,10 +307,11 @@ static void parse_spec(const char *text, struct spec *s)
 	else if (n > 3 && strcmp(f[3], "fixed"))
 		die("bad write-back '%s' in '%s'", f[3], text);
 	s->threads = n > 4 ? atoi(f[4]) : 1;
-	if (strcmp(s->source, "cache") && strcmp(s->source, "disk"))
+	if (strcmp(s->source, "cache") && strcmp(s->source, "disk") && strcmp(s->source, "fresh"))
 		die("bad source '%s' in '%s'", s->source, text);
 	if (strcmp(s->pattern, "seqread") && strcmp(s->pattern, "randread") &&
-	    strcmp(s->pattern, "randwrite") && strcmp(s->pattern, "seqwrite"))
+	    strcmp(s->pattern, "randwrite") && strcmp(s->pattern, "seqwrite") &&
+	    strcmp(s->pattern, "permread"))
 		die("bad pattern '%s' in '%s'", s->pattern, text);
 	if (s->threads < 1 || s->threads > 64)
 		die("bad thread count in '%s'", text);
@@ -263,12 +319,13 @@ static void parse_spec(const char *text, struct spec *s)
 
 /* The default matrix: every figure run.sh puts beside a raw limit. */
 static const char *const all_specs[] = {
-	"randread:cache:4k", "seqread:cache:4k", "randread:cache:4k:fixed:2",
+	"permread:cache:4k", "randread:cache:4k", "seqread:cache:4k", "randread:cache:4k:fixed:2",
 	"randread:cache:64k", "seqread:cache:64k",
 	"seqread:disk:4k", "randread:disk:4k", "randwrite:disk:4k:fixed",
 	"randwrite:disk:4k:direct", "seqread:disk:64k", "randread:disk:64k",
 	"randwrite:disk:64k:fixed", "randwrite:disk:64k:direct",
 	"seqwrite:disk:64k:fixed", "seqwrite:disk:64k:direct", "randread:disk:4k:fixed:8",
+	"seqwrite:fresh:64k:fixed", "seqwrite:fresh:64k:direct",
 };
 
 int main(int argc, char **argv)
@@ -277,6 +334,12 @@ int main(int argc, char **argv)
 	struct stat st;
 	int i;
 
+	if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+		printf("usage: bench_fault [--secs S] --file F [--budget N] [--app-cpu C] [--tag T] SPEC...|all\n"
+		       "       bench_fault --list\n"
+		       "  SPEC = pattern:source:page[:writeback[:threads]] (see the top of bench_fault.c)\n");
+		return 0;
+	}
 	if (argc == 2 && !strcmp(argv[1], "--list")) {
 		for (size_t k = 0; k < sizeof(all_specs) / sizeof(all_specs[0]); k++)
 			printf("%s\n", all_specs[k]);
@@ -293,6 +356,8 @@ int main(int argc, char **argv)
 			budget = parse_size(argv[i + 1]);
 		else if (!strcmp(argv[i], "--app-cpu"))
 			app_cpu = atoi(argv[i + 1]);
+		else if (!strcmp(argv[i], "--tag"))
+			name_tag = argv[i + 1];
 		else
 			die("unknown option %s", argv[i]);
 	}

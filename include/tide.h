@@ -58,7 +58,9 @@ struct tide_options {
 	unsigned read_ahead;        /* TIDE_READ_AHEAD: pages filled ahead of sequential faults */
 	unsigned watchdog_s;        /* TIDE_WATCHDOG: debug, report a stuck loop after N s, 0 = off */
 	int verbose;                /* TIDE_VERBOSE: print the effective settings */
-	uint64_t reserved[8];       /* zero; room to grow without breaking the ABI */
+	unsigned wake_poll_us;      /* TIDE_WAKE_POLL_US: keep idle CPUs polling this long after a fault */
+	uint32_t reserved32;        /* zero */
+	uint64_t reserved[7];       /* zero; room to grow without breaking the ABI */
 };
 
 void tide_options_init(struct tide_options *opts);

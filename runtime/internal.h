@@ -299,7 +299,20 @@ struct tide_pool {
 	bool watch_stop;
 	struct tide__stats st;
 	bool stopping;
+
+	/* keeper.c: SCHED_IDLE pollers, one per CPU, while faults flow */
+	struct keeper *keepers;
+	int nkeepers;
+	uint64_t keep_until;      /* ns: spin until then */
+	uint32_t keep_seq;        /* futex word the sleeping keepers wait on */
+	uint32_t keep_sleepers;
+	bool keep_stop;
 };
+
+/* ---- keeper.c ---- */
+int tide__keepers_start(struct tide_pool *p);
+void tide__keepers_stop(struct tide_pool *p);
+void tide__keepers_kick(struct tide_pool *p);
 
 static inline void tide__dirty_add(struct tide_pool *p, struct region *r, int64_t bytes)
 {

@@ -91,8 +91,11 @@ static int pass(struct tide_pool *p)
 		work += n;
 	} while (n);
 	p->doing = "waiting in the event loop";
-	if (work)
+	if (work) {
 		__atomic_store_n(&p->last_progress_ns, tide__now_ns(), __ATOMIC_RELAXED);
+		if (p->keepers)
+			tide__keepers_kick(p);
+	}
 	return work;
 }
 
@@ -172,6 +175,7 @@ static void service_main(void *arg)
 	int ret;
 
 	tide__ring_set_service(p);
+	pthread_setname_np(pthread_self(), "tide-service");
 	if (p->opt.service_cpu >= 0) {
 		cpu_set_t set;
 
@@ -361,6 +365,9 @@ int tide_pool_create(tide_pool **out, const struct tide_options *opts)
 	p->last_progress_ns = tide__now_ns();
 	if (!p->start_error && tide__watchdog_start(p) < 0)
 		tide__warn("cannot start the watchdog thread; running without it");
+	if (!p->start_error && (ret = tide__keepers_start(p)) < 0)
+		tide__warn("cannot start the wake-poll threads (%s); running without them",
+			   strerror(-ret));
 	if (p->start_error) {
 		ret = tide__fail(p->start_error, "the service loop failed to start: %s",
 				 uv_strerror(p->start_error));
@@ -401,6 +408,7 @@ int tide_pool_destroy(tide_pool *p)
 	if (ret < 0)
 		return ret;
 	uv_thread_join(&p->thread);
+	tide__keepers_stop(p);
 	tide__watchdog_stop(p);
 	uv_sem_destroy(&p->started);
 	pthread_mutex_destroy(&p->lock);

@@ -28,6 +28,7 @@
 #define FIELD_READ_AHEAD read_ahead
 #define FIELD_WATCHDOG watchdog_s
 #define FIELD_VERBOSE verbose
+#define FIELD_WAKE_POLL_US wake_poll_us
 
 const struct tide__option tide__options[] = {
 	OPT(BUDGET, OPT_SIZE, "256M", "bytes of pages the pool keeps resident (K/M/G, KiB/MiB/GiB)"),
@@ -39,6 +40,7 @@ const struct tide__option tide__options[] = {
 	OPT(BOUNCE, OPT_SIZE, "0", "bytes of registered bounce buffers; 0 picks budget/16 within 4M..16M"),
 	OPT(FLUSH_INTERVAL, OPT_UINT, "1000", "milliseconds between background write-back passes; 0 turns them off"),
 	OPT(SPIN_US, OPT_UINT, "0", "microseconds the service thread keeps polling after activity before it sleeps"),
+	OPT(WAKE_POLL_US, OPT_UINT, "0", "microseconds idle CPUs keep polling (SCHED_IDLE threads) after the service thread served a fault, so wake-ups skip a halted vCPU; 0 turns it off"),
 	OPT(SERVICE_CPU, OPT_INT, "-1", "CPU to pin the service thread to; -1 leaves it to the scheduler"),
 	OPT(ODIRECT, OPT_BOOL, "1", "open file stores with O_DIRECT where the filesystem allows"),
 	OPT(READ_AHEAD, OPT_UINT, "32", "pages filled ahead of a sequential run of faults (at most the queue depth and 2 MiB); 0 turns it off"),

@@ -1,0 +1,146 @@
+/*
+ * Keepers: user-space halt polling while faults flow (TIDE_WAKE_POLL_US).
+ *
+ * A fault is two wake-ups: the faulting thread wakes the service thread,
+ * which later wakes the faulting thread. The scheduler puts a woken thread
+ * on an idle vCPU, and on a VM whose guest halt polling is off an idle vCPU
+ * halts at once: waking it costs ~100 us, eight times a whole round trip on
+ * one vCPU. A keeper is a SCHED_IDLE thread pinned to one CPU that spins
+ * while the service thread has served a fault in the last N us, so no vCPU
+ * the app or the service thread may be woken on is halted, and a wake-up
+ * lands in microseconds. SCHED_IDLE gives way to any real thread at once;
+ * the price is the idle CPU time of the hot periods, burnt. Between hot
+ * periods the keepers sleep on a futex.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+struct keeper {
+	struct tide_pool *pool;
+	pthread_t thread;
+	int cpu;
+};
+
+static void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ __volatile__("yield");
+#endif
+}
+
+static void futex_wait(uint32_t *word, uint32_t val)
+{
+	syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
+}
+
+static void futex_wake_all(uint32_t *word)
+{
+	syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+}
+
+static bool hot(const struct tide_pool *p)
+{
+	return tide__now_ns() < __atomic_load_n(&p->keep_until, __ATOMIC_SEQ_CST);
+}
+
+static void *keeper_main(void *arg)
+{
+	struct keeper *k = arg;
+	struct tide_pool *p = k->pool;
+	struct sched_param none = { 0 };
+	cpu_set_t set;
+
+	CPU_ZERO(&set);
+	CPU_SET(k->cpu, &set);
+	/* Best effort: a keeper that cannot be placed or demoted still does no
+	 * harm beyond its spin, which is bounded by the hot period. */
+	sched_setaffinity(0, sizeof(set), &set);
+	sched_setscheduler(0, SCHED_IDLE, &none);
+	while (!__atomic_load_n(&p->keep_stop, __ATOMIC_ACQUIRE)) {
+		uint32_t seq;
+
+		while (hot(p))
+			for (int i = 0; i < 64; i++)
+				cpu_relax();
+		/* Announce the sleep, then look once more: either the service
+		 * thread sees a sleeper and bumps the word, or we see its kick. */
+		__atomic_add_fetch(&p->keep_sleepers, 1, __ATOMIC_SEQ_CST);
+		seq = __atomic_load_n(&p->keep_seq, __ATOMIC_SEQ_CST);
+		if (!hot(p) && !__atomic_load_n(&p->keep_stop, __ATOMIC_SEQ_CST))
+			futex_wait(&p->keep_seq, seq);
+		__atomic_sub_fetch(&p->keep_sleepers, 1, __ATOMIC_SEQ_CST);
+	}
+	return NULL;
+}
+
+/* The service thread served something: keep the vCPUs awake a while. */
+void tide__keepers_kick(struct tide_pool *p)
+{
+	__atomic_store_n(&p->keep_until, tide__now_ns() + (uint64_t)p->opt.wake_poll_us * 1000,
+			 __ATOMIC_SEQ_CST);
+	if (__atomic_load_n(&p->keep_sleepers, __ATOMIC_SEQ_CST)) {
+		__atomic_add_fetch(&p->keep_seq, 1, __ATOMIC_SEQ_CST);
+		futex_wake_all(&p->keep_seq);
+	}
+}
+
+/* One keeper per CPU the process may run on; none when the option is 0 or
+ * there is only one CPU (no other vCPU to halt). */
+int tide__keepers_start(struct tide_pool *p)
+{
+	cpu_set_t allowed;
+	int n = 0;
+
+	if (!p->opt.wake_poll_us)
+		return 0;
+	if (sched_getaffinity(0, sizeof(allowed), &allowed) < 0)
+		return -errno;
+	if (CPU_COUNT(&allowed) < 2)
+		return 0;
+	p->keepers = calloc((size_t)CPU_COUNT(&allowed), sizeof(*p->keepers));
+	if (!p->keepers)
+		return -ENOMEM;
+	for (int cpu = 0; cpu < CPU_SETSIZE && n < CPU_COUNT(&allowed); cpu++) {
+		struct keeper *k = &p->keepers[n];
+		int ret;
+
+		if (!CPU_ISSET(cpu, &allowed))
+			continue;
+		k->pool = p;
+		k->cpu = cpu;
+		ret = pthread_create(&k->thread, NULL, keeper_main, k);
+		if (ret) {
+			p->nkeepers = n;
+			tide__keepers_stop(p);
+			return -ret;
+		}
+		/* Named by the creator, so it is named before anyone looks. */
+		pthread_setname_np(k->thread, "tide-keeper");
+		p->nkeepers = ++n;
+	}
+	return 0;
+}
+
+void tide__keepers_stop(struct tide_pool *p)
+{
+	if (!p->keepers)
+		return;
+	__atomic_store_n(&p->keep_stop, true, __ATOMIC_SEQ_CST);
+	__atomic_add_fetch(&p->keep_seq, 1, __ATOMIC_SEQ_CST);
+	futex_wake_all(&p->keep_seq);
+	for (int i = 0; i < p->nkeepers; i++)
+		pthread_join(p->keepers[i].thread, NULL);
+	free(p->keepers);
+	p->keepers = NULL;
+	p->nkeepers = 0;
+}

@@ -1,0 +1,147 @@
+/* TIDE_WAKE_POLL_US: one keeper thread per CPU, spinning only while faults
+ * flow, asleep otherwise, all gone when the pool is destroyed. */
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <errno.h>
+#include <sched.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "tide.h"
+
+struct keepers {
+	int count, sleeping;
+	unsigned long long cpu_ticks;   /* utime + stime of them all */
+};
+
+/* Read /proc/self/task/N/{comm,stat} of the threads named tide-keeper. */
+static struct keepers keepers_now(void)
+{
+	struct keepers k = { 0 };
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+
+	cr_assert_not_null(d);
+	while ((e = readdir(d))) {
+		char path[300], buf[512];
+		FILE *f;
+
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
+		if (!(f = fopen(path, "r")))
+			continue;
+		if (!fgets(buf, sizeof(buf), f) || strncmp(buf, "tide-keeper", 11)) {
+			fclose(f);
+			continue;
+		}
+		fclose(f);
+		snprintf(path, sizeof(path), "/proc/self/task/%s/stat", e->d_name);
+		if (!(f = fopen(path, "r")))
+			continue;
+		if (fgets(buf, sizeof(buf), f)) {
+			char *p = strrchr(buf, ')'), state;
+			unsigned long long ut, st;
+
+			/* state is field 3, utime and stime fields 14 and 15 */
+			if (p && sscanf(p + 2, "%c %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %llu %llu",
+					&state, &ut, &st) == 3) {
+				k.count++;
+				k.sleeping += state == 'S';
+				k.cpu_ticks += ut + st;
+			}
+		}
+		fclose(f);
+	}
+	closedir(d);
+	return k;
+}
+
+static uint64_t ms_now(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000 + (uint64_t)t.tv_nsec / 1000000;
+}
+
+static int allowed_cpus(void)
+{
+	cpu_set_t s;
+
+	cr_assert_eq(sched_getaffinity(0, sizeof(s), &s), 0);
+	return CPU_COUNT(&s);
+}
+
+Test(wakepoll, keepers_poll_while_hot_sleep_after_and_leave_with_the_pool)
+{
+	struct tide_options o;
+	struct tide_stats st;
+	tide_pool *pool;
+	struct keepers k;
+	size_t len = 16 * MiB;
+	int fd, ncpu = allowed_cpus();
+	uint64_t *p, deadline;
+
+	test_require_uffd();
+	if (ncpu < 2)
+		cr_skip("one CPU: no other vCPU to keep awake, so no keepers start");
+	tide_options_init(&o);
+	o.budget = 4 * MiB;
+	o.page_size = 4 * KiB;
+	o.wake_poll_us = 2000;
+	cr_assert_eq(keepers_now().count, 0);
+	cr_assert_eq(tide_pool_create(&pool, &o), 0, "%s", tide_last_error());
+	cr_expect_eq(keepers_now().count, ncpu, "one keeper per CPU");
+
+	fd = test_file(len, 11);
+	p = tide_map(pool, fd, 0, len, TIDE_PROT_READ | TIDE_PROT_WRITE, 0);
+	cr_assert_not_null(p, "%s", tide_last_error());
+	/* Faults through a pool 4x smaller: data, eviction and write-back
+	 * work as without keepers. */
+	for (size_t i = 0; i < len / 8; i += 512)
+		p[i] ^= test_word(i, 11) ^ i;
+	for (size_t i = 0; i < len / 8; i += 512)
+		cr_assert_eq(p[i], i, "word %zu", i);
+	cr_assert_eq(tide_pool_stats(pool, &st), 0);
+	cr_expect_gt(st.evictions_dirty, 0);
+
+	/* No faults now: within a few windows every keeper sleeps. */
+	deadline = ms_now() + 5000;
+	for (k = keepers_now(); k.sleeping < k.count && ms_now() < deadline; k = keepers_now())
+		sched_yield();
+	cr_expect_eq(k.sleeping, k.count, "%d of %d keepers asleep 5 s after the last fault",
+		     k.sleeping, k.count);
+	/* And asleep means not burning CPU: one tick is 10 ms at most. */
+	{
+		unsigned long long before = k.cpu_ticks;
+		uint64_t until = ms_now() + 200;
+
+		while (ms_now() < until)
+			usleep(10000);
+		cr_expect_leq(keepers_now().cpu_ticks, before + 1,
+			      "keepers used CPU time while the pool was idle");
+	}
+
+	cr_assert_eq(tide_unmap(p), 0, "%s", tide_last_error());
+	cr_assert_eq(tide_pool_destroy(pool), 0, "%s", tide_last_error());
+	cr_expect_eq(keepers_now().count, 0, "keepers left after tide_pool_destroy");
+	close(fd);
+}
+
+Test(wakepoll, off_by_default)
+{
+	tide_pool *pool;
+	struct tide_options o;
+
+	test_require_uffd();
+	tide_options_init(&o);
+	o.budget = 4 * MiB;
+	cr_assert_eq(o.wake_poll_us, 0);
+	cr_assert_eq(tide_pool_create(&pool, &o), 0, "%s", tide_last_error());
+	cr_expect_eq(keepers_now().count, 0);
+	cr_assert_eq(tide_pool_destroy(pool), 0, "%s", tide_last_error());
+}

@@ -181,7 +181,8 @@ struct tide_stats {
 	int writeback;              /* the path in use: TIDE_WRITEBACK_FIXED or _DIRECT */
 	int odirect;                /* 1 if the file stores use O_DIRECT */
 	uint64_t drop_calls;        /* madvise calls that dropped clean pages (a batch can be one) */
-	uint64_t reserved[7];
+	uint64_t store_reads;       /* read operations sent to stores: a run of adjacent pages is one */
+	uint64_t reserved[6];
 };
 
 int tide_pool_stats(tide_pool *pool, struct tide_stats *stats);

@@ -31,31 +31,48 @@ static void wait_for_room(struct tide_pool *p, struct region *r, uint64_t page, 
 	p->waiting_bytes += r->page_size;
 }
 
-/* The read-ahead window: TIDE_READ_AHEAD pages, but no more than the queue
- * depth keeps busy and 2 MiB, so a 2 MiB-page region reads one page ahead. */
+/* The read-ahead window: TIDE_READ_AHEAD pages, at most RA_MAX_BYTES (so a
+ * 2 MiB-page region reads two pages ahead). Adjacent pages go in one read,
+ * so the window is a few large I/Os, not one per page. */
+#define RA_MAX_BYTES (4u << 20)
+
 static uint64_t ra_window(const struct tide_pool *p, const struct region *r)
 {
 	uint64_t n = p->opt.read_ahead;
 
-	if (n > p->opt.queue_depth)
-		n = p->opt.queue_depth;
-	if (n > (2u << 20) / r->page_size)
-		n = (2u << 20) / r->page_size;
+	if (n > RA_MAX_BYTES / r->page_size)
+		n = RA_MAX_BYTES / r->page_size;
 	return n;
 }
 
-/* Fill [from, to] ahead of a run, within the budget's free room. Reads of
- * pages filled ahead do not fault, so the run's next demand fault is the
- * first page past what was filled: it continues the run. */
+/* Fill the missing pages of [from, to] ahead of a run, adjacent ones in one
+ * read, within the room below the high watermark. Reads of pages filled
+ * ahead do not fault, so the run's next demand fault is the first page past
+ * what was filled: it continues the run. */
 static void ra_fill(struct tide_pool *p, struct region *r, uint64_t from, uint64_t to)
 {
-	uint64_t q;
+	uint64_t q = from;
 
-	for (q = from; q <= to && q < r->npages; q++) {
-		if (tide__slot(r, q) != TIDE_NO_FRAME)
+	if (to >= r->npages)
+		to = r->npages - 1;
+	while (q <= to) {
+		uint64_t room = p->resident < p->high_bytes ? (p->high_bytes - p->resident) / r->page_size : 0;
+		uint32_t n = 0;
+		int ret;
+
+		if (tide__slot(r, q) != TIDE_NO_FRAME) {
+			q++;
 			continue;
-		if (p->resident + r->page_size > p->high_bytes ||
-		    tide__fill_start(p, r, q, false, FILL_READAHEAD, 0) < 0)
+		}
+		while (q + n <= to && n < tide__fill_run_max(r) && n < room &&
+		       tide__slot(r, q + n) == TIDE_NO_FRAME)
+			n++;
+		if (!n)
+			break;
+		ret = tide__fill_run(p, r, q, n, false, FILL_READAHEAD, 0);
+		if (ret > 0)
+			q += (uint64_t)ret;
+		if (ret < (int)n)
 			break;
 	}
 	if (q > r->next_seq_page)
@@ -84,7 +101,11 @@ static void read_ahead_more(struct tide_pool *p, struct region *r, uint64_t page
 {
 	uint64_t n = ra_window(p, r);
 
-	if (n && r->seq_run >= 2 && page < r->next_seq_page && page + n >= r->next_seq_page)
+	/* In steps of a whole read, so the window moves in large I/Os. */
+	uint64_t step = n / 2 < tide__fill_run_max(r) ? n / 2 : tide__fill_run_max(r);
+
+	if (n && r->seq_run >= 2 && page < r->next_seq_page &&
+	    page + n >= r->next_seq_page + (step ? step - 1 : 0))
 		ra_fill(p, r, r->next_seq_page, page + n);
 }
 

@@ -4,6 +4,11 @@
  * own userfaultfd (an O_DIRECT read into the page is a write pin), so the
  * page only ever appears whole, by the ioctl, and the faulting threads wake
  * when it does.
+ *
+ * A fill can cover a run of adjacent missing pages (read-ahead, prefetch):
+ * one read into one bounce span, then as few UFFDIO_COPY calls as the
+ * per-page modes allow. Fewer, larger reads are what the disk wants (here
+ * 64 KiB reads at QD1 give 190 MB/s, 512 KiB ones 570 MB/s).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -13,18 +18,20 @@
 
 struct fill {
 	struct tide_io io;
-	uint32_t frame;
+	struct region *region;
+	uint64_t page;           /* the first page */
+	uint32_t n;              /* pages */
 	void *buf;
+	uint32_t frames[];
 };
 
 static int fill_issue(struct tide_io *io)
 {
 	struct fill *fl = container_of(io, struct fill, io);
-	struct tide_pool *p = io->pool;
-	struct frame *fr = tide__frame(p, fl->frame);
-	struct region *r = fr->region;
+	struct region *r = fl->region;
 
-	return r->ops->read(r->store, io, fl->buf, r->page_size, tide__store_off(r, fr->page));
+	return r->ops->read(r->store, io, fl->buf, (size_t)fl->n * r->page_size,
+			    tide__store_off(r, fl->page));
 }
 
 /* The store could not give us the page: the faulting threads get SIGBUS,
@@ -43,99 +50,172 @@ static void fill_failed(struct tide_pool *p, uint32_t f, ssize_t res)
 		tide__uffd_wake(p->uffd, addr, r->page_size);
 }
 
-static void fill_done(struct tide_io *io, ssize_t res)
+/* The page is in: account for it and put it on the CLOCK ring. */
+static void fill_installed(struct tide_pool *p, uint32_t f)
 {
-	struct fill *fl = container_of(io, struct fill, io);
-	struct tide_pool *p = io->pool;
-	uint32_t f = fl->frame;
 	struct frame *fr = tide__frame(p, f);
 	struct region *r = fr->region;
-	size_t ps = r->page_size;
-	char *addr = tide__page_addr(r, fr->page);
-	uint64_t mode = 0;
-	int64_t copied = 0;
-	int ret;
 
-	r->busy--;
-	if (fr->prefetch)
-		p->prefetch_inflight--;
-	if (res < 0) {
-		fill_failed(p, f, res);
-		goto out;
-	}
-	/* Past the end of the store reads as zeros. */
-	if ((size_t)res < ps)
-		memset((char *)fl->buf + res, 0, ps - (size_t)res);
-	/* A read fault gets the page write-protected, so its first write is seen. */
-	if (!fr->want_write && (r->prot & TIDE_PROT_WRITE))
-		mode = UFFDIO_COPY_MODE_WP;
-	do
-		ret = tide__uffd_copy(p->uffd, addr, fl->buf, ps, mode, &copied);
-	while (ret == -EAGAIN);
-	/* -EAGAIN only while the mm is changing (events we do not enable); the
-	 * loop above cannot spin long. EEXIST: the page is already there, which
-	 * only our own install can have done: wake and go on. */
-	if (ret == -EEXIST) {
-		tide__uffd_wake(p->uffd, addr, ps);
-	} else if (ret < 0) {
-		/* ENOENT/ESRCH: the range or the process is going away. */
-		tide__frame_free(p, f);
-		goto out;
-	}
 	fr->state = fr->want_write ? FRAME_DIRTY : FRAME_CLEAN;
 	if (fr->state == FRAME_DIRTY)
-		tide__dirty_add(p, r, (int64_t)ps);
+		tide__dirty_add(p, r, (int64_t)r->page_size);
 	/* Read-ahead earns its place only by being used (a fault on it). */
 	fr->referenced = fr->prefetch != FILL_READAHEAD;
 	tide__frame_resident(p, f);
 	p->st.c.fills++;
-	p->st.c.bytes_read += ps;
+	p->st.c.bytes_read += r->page_size;
 	if (fr->prefetch)
 		p->st.c.prefetched++;
 	if (fr->t_fault)
 		tide__stats_latency(&p->st, tide__now_ns() - fr->t_fault);
+}
+
+/* A read fault gets its page write-protected, so its first write is seen. */
+static uint64_t copy_mode(const struct frame *fr)
+{
+	return !fr->want_write && (fr->region->prot & TIDE_PROT_WRITE) ? UFFDIO_COPY_MODE_WP : 0;
+}
+
+/* Install pages [i, j) of a fill, which all take the same mode, in as few
+ * ioctls as the kernel allows. A partial copy reports -EAGAIN with the
+ * bytes it did; the next call then starts at the page that stopped it. */
+static void install(struct tide_pool *p, struct fill *fl, uint32_t i, uint32_t j, uint64_t mode)
+{
+	struct region *r = fl->region;
+	size_t ps = r->page_size;
+
+	while (i < j) {
+		char *addr = tide__page_addr(r, fl->page + i);
+		int64_t copied = 0;
+		int ret = tide__uffd_copy(p->uffd, addr, (char *)fl->buf + (size_t)i * ps,
+					  (size_t)(j - i) * ps, mode, &copied);
+
+		for (; copied > 0; copied -= (int64_t)ps)
+			fill_installed(p, fl->frames[i++]);
+		if (ret == 0 || ret == -EAGAIN)
+			continue;
+		if (ret == -EEXIST) {
+			/* Already there, which only our own install can have
+			 * done: wake its waiters and go on. */
+			tide__uffd_wake(p->uffd, addr, ps);
+			fill_installed(p, fl->frames[i++]);
+			continue;
+		}
+		/* ENOENT/ESRCH: the range or the process is going away. */
+		for (; i < j; i++)
+			tide__frame_free(p, fl->frames[i]);
+	}
+}
+
+static void fill_done(struct tide_io *io, ssize_t res)
+{
+	struct fill *fl = container_of(io, struct fill, io);
+	struct tide_pool *p = io->pool;
+	struct region *r = fl->region;
+	size_t ps = r->page_size, len = (size_t)fl->n * ps;
+	uint32_t i = 0;
+
+	r->busy -= fl->n;
+	for (uint32_t k = 0; k < fl->n; k++)
+		if (tide__frame(p, fl->frames[k])->prefetch)
+			p->prefetch_inflight--;
+	if (res < 0) {
+		for (; i < fl->n; i++) {
+			struct frame *fr = tide__frame(p, fl->frames[i]);
+
+			/* A page read ahead that nobody waits for is just
+			 * forgotten: a later fault reads it again on its own. */
+			if (fr->prefetch && !fr->t_fault)
+				tide__frame_free(p, fl->frames[i]);
+			else
+				fill_failed(p, fl->frames[i], res);
+		}
+		goto out;
+	}
+	/* Past the end of the store reads as zeros. */
+	if ((size_t)res < len)
+		memset((char *)fl->buf + res, 0, len - (size_t)res);
+	while (i < fl->n) {
+		uint64_t mode = copy_mode(tide__frame(p, fl->frames[i]));
+		uint32_t j = i + 1;
+
+		while (j < fl->n && copy_mode(tide__frame(p, fl->frames[j])) == mode)
+			j++;
+		install(p, fl, i, j, mode);
+		i = j;
+	}
 out:
-	tide__bounce_put(&p->bounce, fl->buf, ps);
+	tide__bounce_put(&p->bounce, fl->buf, len);
 	free(fl);
+}
+
+/* The most pages one fill reads: 512 KiB, or one page if larger. */
+uint32_t tide__fill_run_max(const struct region *r)
+{
+	return r->page_size >= (512u << 10) ? 1 : (uint32_t)((512u << 10) / r->page_size);
+}
+
+/*
+ * Fill pages [page, page + n) of r, all missing. Returns the number of pages
+ * started, which is fewer than n when the budget or the bounce arena has no
+ * room for all of them, or -EAGAIN (no room for one page) or -ENOMEM.
+ */
+int tide__fill_run(struct tide_pool *p, struct region *r, uint64_t page, uint32_t n, bool write,
+		   enum fill_kind prefetch, uint64_t t_fault)
+{
+	size_t ps = r->page_size;
+	struct fill *fl;
+	void *buf = NULL;
+
+	while (n && !tide__pool_has_room(p, (size_t)n * ps))
+		n--;
+	while (n && !(buf = tide__bounce_get(&p->bounce, (size_t)n * ps)))
+		n /= 2;
+	if (!n)
+		return -EAGAIN;
+	fl = malloc(sizeof(*fl) + n * sizeof(fl->frames[0]));
+	if (!fl)
+		goto fail_alloc;
+	for (uint32_t i = 0; i < n; i++) {
+		uint32_t f = tide__frame_alloc(p, r, page + i);
+		struct frame *fr;
+
+		if (f == TIDE_NO_FRAME) {
+			while (i--)
+				tide__frame_free(p, fl->frames[i]);
+			goto fail_frame;
+		}
+		fr = tide__frame(p, f);
+		fr->want_write = write;
+		fr->prefetch = prefetch;
+		fr->t_fault = t_fault;
+		fl->frames[i] = f;
+	}
+	r->busy += n;
+	if (prefetch)
+		p->prefetch_inflight += n;
+	fl->region = r;
+	fl->page = page;
+	fl->n = n;
+	fl->buf = buf;
+	fl->io.done = fill_done;
+	fl->io.start = fill_issue;
+	fl->io.buf_index = p->bounce.registered ? 0 : -1;
+	p->st.c.store_reads++;
+	tide__io_submit(p, &fl->io);
+	return (int)n;
+
+fail_frame:
+	free(fl);
+fail_alloc:
+	tide__bounce_put(&p->bounce, buf, (size_t)n * ps);
+	return -ENOMEM;
 }
 
 int tide__fill_start(struct tide_pool *p, struct region *r, uint64_t page, bool write,
 		     enum fill_kind prefetch, uint64_t t_fault)
 {
-	struct fill *fl;
-	struct frame *fr;
-	uint32_t f;
-	void *buf;
+	int ret = tide__fill_run(p, r, page, 1, write, prefetch, t_fault);
 
-	if (!tide__pool_has_room(p, r->page_size))
-		return -EAGAIN;
-	buf = tide__bounce_get(&p->bounce, r->page_size);
-	if (!buf)
-		return -EAGAIN;
-	fl = malloc(sizeof(*fl));
-	if (!fl)
-		goto fail_alloc;
-	f = tide__frame_alloc(p, r, page);
-	if (f == TIDE_NO_FRAME)
-		goto fail_frame;
-	fr = tide__frame(p, f);
-	fr->want_write = write;
-	fr->prefetch = prefetch;
-	fr->t_fault = t_fault;
-	r->busy++;
-	if (prefetch)
-		p->prefetch_inflight++;
-	fl->frame = f;
-	fl->buf = buf;
-	fl->io.done = fill_done;
-	fl->io.start = fill_issue;
-	fl->io.buf_index = p->bounce.registered ? 0 : -1;
-	tide__io_submit(p, &fl->io);
-	return 0;
-
-fail_frame:
-	free(fl);
-fail_alloc:
-	tide__bounce_put(&p->bounce, buf, r->page_size);
-	return -ENOMEM;
+	return ret < 0 ? ret : 0;
 }

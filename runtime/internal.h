@@ -182,6 +182,9 @@ void tide__region_detach(struct tide_pool *p, struct region *r);       /* servic
 /* ---- fault.c / fill.c ---- */
 void tide__fault(struct tide_pool *p, const struct uffd_msg *m, uint64_t now);
 enum fill_kind { FILL_DEMAND = 0, FILL_READAHEAD = 1, FILL_PREFETCH = 2 };
+uint32_t tide__fill_run_max(const struct region *r);
+int tide__fill_run(struct tide_pool *p, struct region *r, uint64_t page, uint32_t n, bool write,
+		   enum fill_kind prefetch, uint64_t t_fault);
 int tide__fill_start(struct tide_pool *p, struct region *r, uint64_t page, bool write,
 		     enum fill_kind kind, uint64_t t_fault);
 void tide__waiters_run(struct tide_pool *p);     /* retry faults that waited for room */

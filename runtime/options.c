@@ -43,7 +43,7 @@ const struct tide__option tide__options[] = {
 	OPT(WAKE_POLL_US, OPT_UINT, "0", "microseconds idle CPUs keep polling (SCHED_IDLE threads) after the service thread served a fault, so wake-ups skip a halted vCPU; 0 turns it off"),
 	OPT(SERVICE_CPU, OPT_INT, "-1", "CPU to pin the service thread to; -1 leaves it to the scheduler"),
 	OPT(ODIRECT, OPT_BOOL, "1", "open file stores with O_DIRECT where the filesystem allows"),
-	OPT(READ_AHEAD, OPT_UINT, "32", "pages filled ahead of a sequential run of faults (at most the queue depth and 2 MiB); 0 turns it off"),
+	OPT(READ_AHEAD, OPT_UINT, "256", "pages filled ahead of a sequential run of faults, at most 4 MiB, in reads of up to 512 KiB; 0 turns it off"),
 	OPT(WATCHDOG, OPT_UINT, "0", "debug: report a service loop stuck for this many seconds with faults pending"),
 	OPT(VERBOSE, OPT_BOOL, "0", "print the effective settings when a pool starts"),
 };

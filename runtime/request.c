@@ -191,14 +191,25 @@ static bool prefetch_step(struct tide_pool *p, struct request *req)
 	if (req->step == STEP_START) {
 		uint64_t cap = p->low_bytes / r->page_size;
 
-		for (; req->cursor < req->end && req->filled < cap; req->cursor++) {
-			if (tide__slot(r, req->cursor) != TIDE_NO_FRAME)
+		while (req->cursor < req->end && req->filled < cap) {
+			uint32_t n = 0;
+			int ret;
+
+			if (tide__slot(r, req->cursor) != TIDE_NO_FRAME) {
+				req->cursor++;
 				continue;
-			if (tide__fill_start(p, r, req->cursor, false, FILL_PREFETCH, 0) < 0) {
+			}
+			/* Adjacent missing pages go in one read. */
+			while (req->cursor + n < req->end && n < tide__fill_run_max(r) &&
+			       req->filled + n < cap && tide__slot(r, req->cursor + n) == TIDE_NO_FRAME)
+				n++;
+			ret = tide__fill_run(p, r, req->cursor, n, false, FILL_PREFETCH, 0);
+			if (ret < 0) {
 				tide__pool_reclaim(p);
 				return false;
 			}
-			req->filled++;
+			req->cursor += (uint64_t)ret;
+			req->filled += (uint64_t)ret;
 			tide__pool_reclaim(p);
 		}
 		req->step = STEP_DRAIN;

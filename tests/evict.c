@@ -85,6 +85,9 @@ Test(evict, sequential_reads_ahead_and_drops_in_runs, .init = setup, .fini = tea
 	/* Read-ahead fills most pages before the app asks for them. */
 	cr_expect_geq(s.prefetched * 10, s.fills * 8, "prefetched %lu of %lu fills",
 		      (unsigned long)s.prefetched, (unsigned long)s.fills);
+	/* Pages read ahead arrive in runs, several per read. */
+	cr_expect_leq(s.store_reads * 8, s.fills, "%lu reads for %lu fills",
+		      (unsigned long)s.store_reads, (unsigned long)s.fills);
 	/* Victims of a scan are adjacent: whole runs leave per call. */
 	cr_expect_leq(s.drop_calls * 16, s.evictions, "%lu drop calls for %lu evictions",
 		      (unsigned long)s.drop_calls, (unsigned long)s.evictions);
@@ -105,6 +108,7 @@ Test(evict, random_pays_no_read_ahead, .init = setup, .fini = teardown)
 	cr_expect_gt(s.evictions, 0);
 	cr_expect_leq(s.prefetched * 50, s.fills, "random reads prefetched %lu of %lu fills",
 		      (unsigned long)s.prefetched, (unsigned long)s.fills);
+	cr_expect_geq(s.store_reads * 10, s.fills * 9, "random fills are single-page reads");
 	if (!have_process_madvise_self())
 		cr_skip("process_madvise(MADV_DONTNEED) on self is not available here: "
 			"random victims leave one madvise each");

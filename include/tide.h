@@ -59,7 +59,7 @@ struct tide_options {
 	unsigned watchdog_s;        /* TIDE_WATCHDOG: debug, report a stuck loop after N s, 0 = off */
 	int verbose;                /* TIDE_VERBOSE: print the effective settings */
 	unsigned wake_poll_us;      /* TIDE_WAKE_POLL_US: keep idle CPUs polling this long after a fault */
-	uint32_t reserved32;        /* zero */
+	size_t write_max;           /* TIDE_WRITE_MAX: longest write-back I/O, bytes */
 	uint64_t reserved[7];       /* zero; room to grow without breaking the ABI */
 };
 
@@ -91,9 +91,12 @@ int tide_pool_options(tide_pool *pool, struct tide_options *opts);
  * bytes moved, or -errno), from any thread, possibly before the operation
  * returns. A read shorter than asked means end of store: the rest of the page
  * reads as zeros; a failed read gives the faulting threads SIGBUS where the
- * kernel has UFFD_FEATURE_POISON (6.6+) and is retried elsewhere. `buf` for a read is runtime-owned memory; for a write it is
- * either runtime memory or the write-protected application page itself (the
- * direct write-back path): a store must only read from it.
+ * kernel has UFFD_FEATURE_POISON (6.6+) and is retried elsewhere. A write
+ * covers one page or a run of adjacent pages (at most TIDE_WRITE_MAX bytes);
+ * if it moves fewer bytes than asked, the pages it did not cover completely
+ * count as failed and stay dirty. `buf` for a read is runtime-owned memory;
+ * for a write it is either runtime memory or the write-protected application
+ * pages themselves (the direct write-back path): a store must only read from it.
  */
 struct tide_io;
 
@@ -161,8 +164,8 @@ struct tide_stats {
 	uint64_t prefetched;        /* of those, filled by prefetch or read-ahead */
 	uint64_t evictions;         /* pages dropped from memory */
 	uint64_t evictions_dirty;   /* of those, written back first */
-	uint64_t writebacks;        /* page writes to a store (eviction, flush, timer) */
-	uint64_t writeback_errors;  /* failed page writes (the page stays dirty) */
+	uint64_t writebacks;        /* pages written to a store (eviction, flush, timer) */
+	uint64_t writeback_errors;  /* pages whose write failed (they stay dirty) */
 	uint64_t read_errors;       /* failed fills (the faulting thread gets SIGBUS) */
 	uint64_t flushes;           /* store flushes (fdatasync) */
 	uint64_t bytes_read;
@@ -182,7 +185,8 @@ struct tide_stats {
 	int odirect;                /* 1 if the file stores use O_DIRECT */
 	uint64_t drop_calls;        /* madvise calls that dropped clean pages (a batch can be one) */
 	uint64_t store_reads;       /* read operations sent to stores: a run of adjacent pages is one */
-	uint64_t reserved[6];
+	uint64_t store_writes;      /* write operations sent to stores: a run of adjacent pages is one */
+	uint64_t reserved[5];
 };
 
 int tide_pool_stats(tide_pool *pool, struct tide_stats *stats);

@@ -60,37 +60,74 @@ static void units_mark(struct tide__bounce *b, size_t first, size_t n, bool used
 	}
 }
 
-void *tide__bounce_get(struct tide__bounce *b, size_t len)
+static void *units_take(struct tide__bounce *b, size_t first, size_t n)
 {
-	size_t n = len / b->unit, run = 0;
+	units_mark(b, first, n, true);
+	b->used += n;
+	return b->base + first * b->unit;
+}
 
-	if (n == 0 || b->used + n > b->nunits)
+/*
+ * A free span of whole `piece`-sized pieces (a page) starting at a multiple
+ * of the piece: the first span `max` bytes long, else the longest there is,
+ * so a run of dirty pages that finds the arena busy leaves as a shorter run
+ * instead of waiting. *len gets the span's length; NULL when not even one
+ * piece is free.
+ *
+ * Spans start at a multiple of their page size, so a large page never
+ * straddles a smaller page's slot in a way that fragments the arena for the
+ * next large request.
+ */
+void *tide__bounce_get_span(struct tide__bounce *b, size_t piece, size_t max, size_t *len)
+{
+	size_t align = piece / b->unit, want = max / b->unit / align * align;
+	size_t run = 0, best = 0, best_first = 0, free_units = b->nunits - b->used;
+
+	if (align == 0 || want == 0 || free_units < align)
 		return NULL;
-	/* Runs of a page start at a multiple of the page size, so a large page
-	 * never straddles a smaller page's slot in a way that fragments the
-	 * arena for the next large request. */
+	if (want > free_units)
+		want = free_units / align * align;
 	for (size_t i = 0; i < b->nunits; i++) {
-		if (run == 0 && i % n) {
+		if (run == 0 && i % align)
+			continue;
+		if (i % 64 == 0 && b->map[i / 64] == UINT64_MAX && run == 0) {
+			i += 63;
 			continue;
 		}
-		if (b->map[i / 64] == UINT64_MAX && i % 64 == 0 && n <= 64) {
+		/* A megabyte span is 256 units: take free words whole. */
+		if (i % 64 == 0 && b->map[i / 64] == 0 && run + 64 < want && i + 64 <= b->nunits) {
+			run += 64;
 			i += 63;
-			run = 0;
 			continue;
 		}
 		if (unit_used(b, i)) {
+			if (run / align * align > best) {
+				best = run / align * align;
+				best_first = i - run;
+			}
 			run = 0;
 			continue;
 		}
-		if (++run == n) {
-			size_t first = i + 1 - n;
-
-			units_mark(b, first, n, true);
-			b->used += n;
-			return b->base + first * b->unit;
+		if (++run == want) {
+			*len = want * b->unit;
+			return units_take(b, i + 1 - want, want);
 		}
 	}
-	return NULL;
+	if (run / align * align > best) {
+		best = run / align * align;
+		best_first = b->nunits - run;
+	}
+	if (!best)
+		return NULL;
+	*len = best * b->unit;
+	return units_take(b, best_first, best);
+}
+
+void *tide__bounce_get(struct tide__bounce *b, size_t len)
+{
+	size_t got;
+
+	return tide__bounce_get_span(b, len, len, &got);
 }
 
 void tide__bounce_put(struct tide__bounce *b, void *p, size_t len)

@@ -23,6 +23,7 @@
 #define TIDE_MIN_PAGE   4096u
 #define TIDE_MAX_PAGE   (2u << 20)
 #define TIDE_MIN_PAGES  4u          /* a pool holds at least this many pages of a region */
+#define TIDE_MAX_WRITE  (1u << 30)  /* TIDE_WRITE_MAX: a store length fits an io_uring SQE */
 #define TIDE_NO_FRAME   UINT32_MAX
 
 #define container_of(ptr, type, member) \
@@ -78,6 +79,7 @@ struct tide__bounce {
 int tide__bounce_init(struct tide__bounce *b, size_t size);
 void tide__bounce_fini(struct tide__bounce *b);
 void *tide__bounce_get(struct tide__bounce *b, size_t len);
+void *tide__bounce_get_span(struct tide__bounce *b, size_t piece, size_t max, size_t *len);
 void tide__bounce_put(struct tide__bounce *b, void *p, size_t len);
 
 /* ---- store I/O: every storage operation is one of these ---- */
@@ -196,6 +198,7 @@ struct epoch {
 	uint64_t pending;        /* write-backs issued in this epoch still in flight */
 	struct request *waiters; /* flushes sealed on this epoch */
 };
+/* Pages of the run from f's page on (>= 1), or -errno (-EAGAIN: no bounce space). */
 int tide__writeback_start(struct tide_pool *p, uint32_t f, bool evict);
 int tide__epochs_init(struct tide_pool *p);
 void tide__epochs_fini(struct tide_pool *p);

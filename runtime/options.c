@@ -21,6 +21,7 @@
 #define FIELD_WRITEBACK writeback
 #define FIELD_QUEUE_DEPTH queue_depth
 #define FIELD_BOUNCE bounce
+#define FIELD_WRITE_MAX write_max
 #define FIELD_FLUSH_INTERVAL flush_interval_ms
 #define FIELD_SPIN_US spin_us
 #define FIELD_SERVICE_CPU service_cpu
@@ -38,6 +39,7 @@ const struct tide__option tide__options[] = {
 	OPT(WRITEBACK, OPT_WRITEBACK, "auto", "write-back path: fixed (bounce buffers), direct (O_DIRECT from the page) or auto (probe)"),
 	OPT(QUEUE_DEPTH, OPT_UINT, "32", "storage I/Os in flight at once (1-4096)"),
 	OPT(BOUNCE, OPT_SIZE, "0", "bytes of registered bounce buffers; 0 picks budget/16 within 4M..16M"),
+	OPT(WRITE_MAX, OPT_SIZE, "1M", "longest write-back I/O: adjacent dirty pages leave in one store write up to this many bytes (4K..1G; a larger page still leaves whole)"),
 	OPT(FLUSH_INTERVAL, OPT_UINT, "1000", "milliseconds between background write-back passes; 0 turns them off"),
 	OPT(SPIN_US, OPT_UINT, "0", "microseconds the service thread keeps polling after activity before it sleeps"),
 	OPT(WAKE_POLL_US, OPT_UINT, "0", "microseconds idle CPUs keep polling (SCHED_IDLE threads) after the service thread served a fault, so wake-ups skip a halted vCPU; 0 turns it off"),
@@ -188,6 +190,8 @@ int tide__options_check(const struct tide_options *o)
 		return tide__fail(-EINVAL, "unknown write-back path %d", (int)o->writeback);
 	if (o->queue_depth < 1 || o->queue_depth > 4096)
 		return tide__fail(-EINVAL, "queue depth %u is outside 1..4096", o->queue_depth);
+	if (o->write_max < TIDE_MIN_PAGE || o->write_max > TIDE_MAX_WRITE)
+		return tide__fail(-EINVAL, "write size %zu is outside 4 KiB..1 GiB", o->write_max);
 	if (o->bounce && o->bounce < 2 * (size_t)TIDE_MAX_PAGE)
 		return tide__fail(-EINVAL, "bounce size %zu is below 4 MiB (two 2 MiB pages)",
 				  o->bounce);

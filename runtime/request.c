@@ -72,17 +72,21 @@ static bool write_range(struct tide_pool *p, struct request *req)
 {
 	struct region *r = req->region;
 
-	for (; req->cursor < req->end; req->cursor++) {
+	while (req->cursor < req->end) {
 		uint32_t f = tide__slot(r, req->cursor);
 		int ret;
 
-		if (f == TIDE_NO_FRAME || tide__frame(p, f)->state != FRAME_DIRTY)
+		if (f == TIDE_NO_FRAME || tide__frame(p, f)->state != FRAME_DIRTY) {
+			req->cursor++;
 			continue;
+		}
 		ret = tide__writeback_start(p, f, false);
 		if (ret == -EAGAIN)
 			return false;
 		if (ret < 0 && !req->result)
 			req->result = ret;
+		/* The pages after this one went in the same write. */
+		req->cursor += ret > 0 ? (uint64_t)ret : 1;
 	}
 	return true;
 }

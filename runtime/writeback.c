@@ -1,35 +1,48 @@
 /*
  * Write-back: protect, copy or pin, write, then drop or keep.
  *
- * A dirty page is write-protected first (UFFDIO_WRITEPROTECT), so from then
- * on a write blocks in the kernel until we decide; what reaches the store is
- * exactly what the page held. Two ways to get it there:
- *   fixed:  memcpy into the registered bounce arena and WRITE_FIXED from it.
- *           The only pinned memory is runtime-owned and never uffd-registered.
- *   direct: O_DIRECT write from the protected page itself: a short-term read
- *           pin. On 5.8 such a pin broke COW like a write and hung the
+ * A dirty page leaves with the dirty pages next to it: the run of adjacent
+ * dirty pages of its region, up to TIDE_WRITE_MAX bytes, is write-protected
+ * with one UFFDIO_WRITEPROTECT and written with one store write. Both cost
+ * per call, not per byte (a protect or drop is a TLB shootdown on the other
+ * vCPU, ~17 us here; a 64 KiB write takes as long to issue as a 4 KiB one),
+ * so a sequential stream of dirty pages leaves in a few large I/Os.
+ *
+ * Protection comes first (UFFDIO_WRITEPROTECT), so from then on a write
+ * blocks in the kernel until we decide; what reaches the store is exactly
+ * what the pages held. Two ways to get them there:
+ *   fixed:  memcpy into one span of the registered bounce arena and
+ *           WRITE_FIXED from it. The only pinned memory is runtime-owned and
+ *           never uffd-registered. A busy arena gives a shorter run.
+ *   direct: O_DIRECT write from the protected pages themselves: a short-term
+ *           read pin. On 5.8 such a pin broke COW like a write and hung the
  *           service thread on its own fault (docs/kernel.md), so `auto`
  *           picks it only where the start-up probe shows it is safe.
- * The page stays protected until the write completes. A write that arrived
- * meanwhile (`redirtied`) keeps the page resident and dirty; otherwise an
- * eviction drops it and a flush leaves it clean and protected. A failed
- * write keeps the page dirty and records the error for the next flush or
- * unmap: a storage error never drops data.
+ * The pages stay protected until the write completes. Then each page of the
+ * run goes its own way: written meanwhile (`redirtied`) it stays resident
+ * and dirty; otherwise an eviction drops it and a flush leaves it clean and
+ * protected. A failed write, or the part of a short one that did not reach
+ * the store, keeps the pages dirty and records the error for the next flush
+ * or unmap: a storage error never drops data.
  *
- * Epochs order flushes after write-backs: each write-back belongs to the
+ * Epochs order flushes after write-backs: each store write belongs to the
  * open epoch; a flush seals it, and runs its fdatasync when that epoch and
- * all older ones have no write-back in flight.
+ * all older ones have no write in flight.
  */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "internal.h"
 
+/* One store write: a run of adjacent pages of one region. */
 struct writeback {
 	struct tide_io io;
-	uint32_t frame;
-	void *buf;
+	struct region *region;   /* kept alive by r->busy */
+	uint64_t first;          /* pages [first, first + npages) */
+	uint64_t npages;
+	void *buf;               /* bounce span (fixed) or the pages (direct) */
 	struct epoch *epoch;
 };
 
@@ -82,107 +95,238 @@ void tide__epochs_fini(struct tide_pool *p)
 static int writeback_issue(struct tide_io *io)
 {
 	struct writeback *wb = container_of(io, struct writeback, io);
-	struct frame *fr = tide__frame(io->pool, wb->frame);
-	struct region *r = fr->region;
+	struct region *r = wb->region;
 
-	return r->ops->write(r->store, io, wb->buf, r->page_size, tide__store_off(r, fr->page));
+	return r->ops->write(r->store, io, wb->buf, (size_t)wb->npages << r->page_shift,
+			     tide__store_off(r, wb->first));
+}
+
+static struct frame *frame_at(struct tide_pool *p, struct region *r, uint64_t page)
+{
+	uint32_t f = tide__slot(r, page);
+
+	return f == TIDE_NO_FRAME ? NULL : tide__frame(p, f);
+}
+
+static bool page_dirty(struct tide_pool *p, struct region *r, uint64_t page)
+{
+	struct frame *fr = frame_at(p, r, page);
+
+	return fr && fr->state == FRAME_DIRTY;
+}
+
+/*
+ * The run of adjacent dirty pages around `page`, at most `max` pages.
+ * It reaches forward first: the pages after a victim are the ones the hand
+ * takes next, and a flush walks its range upwards. Only the room left goes
+ * to the pages before, so a walk does not take again pages it has just
+ * passed (a store that failed inline left them dirty).
+ * Returns its length; *first gets its first page.
+ */
+static uint64_t dirty_run(struct tide_pool *p, struct region *r, uint64_t page, uint64_t max,
+			  uint64_t *first)
+{
+	uint64_t lo = page, hi = page + 1;
+
+	while (hi - lo < max && hi < r->npages && page_dirty(p, r, hi))
+		hi++;
+	while (hi - lo < max && lo > 0 && page_dirty(p, r, lo - 1))
+		lo--;
+	*first = lo;
+	return hi - lo;
+}
+
+/* The storage error of a write that did not cover `failed` pages of its
+ * run: they stay dirty, and the region reports the error once. */
+static void writeback_failed(struct tide_pool *p, struct region *r, ssize_t res,
+			     uint64_t failed)
+{
+	int err = res < 0 ? (int)res : -EIO;
+
+	p->st.c.writeback_errors += failed;
+	if (!r->error) {
+		r->error = err;
+		tide__warn("writing pages back failed (%s); they stay in memory, dirty, "
+			   "and the next flush or unmap reports the error", strerror(-err));
+	}
+}
+
+/* Evicted pages [first, end) leave with one MADV_DONTNEED. */
+static void drop_span(struct tide_pool *p, struct region *r, uint64_t first, uint64_t end)
+{
+	madvise(tide__page_addr(r, first), (size_t)(end - first) << r->page_shift, MADV_DONTNEED);
+	for (uint64_t q = first; q < end; q++) {
+		p->st.c.evictions++;
+		p->st.c.evictions_dirty++;
+		tide__frame_free(p, tide__slot(r, q));
+	}
+}
+
+/*
+ * Each page of a finished run takes its next state: DIRTY if it was written
+ * meanwhile or not stored, else dropped (eviction) or CLEAN (flush, timer).
+ * Then one ioctl per stretch of pages that go the same way: dirty pages get
+ * their protection lifted (waking their writers), evicted ones leave.
+ */
+static void run_settle(struct tide_pool *p, struct region *r, uint64_t first, uint64_t n,
+		       uint64_t stored)
+{
+	size_t ps = r->page_size;
+
+	for (uint64_t q = first; q < first + n; q++) {
+		struct frame *fr = frame_at(p, r, q);
+
+		if (q - first >= stored) {
+			fr->redirtied = 1;
+			fr->referenced = 1;
+		}
+		if (fr->evicting)
+			p->leaving -= ps;
+		if (fr->redirtied) {
+			fr->state = FRAME_DIRTY;
+			tide__dirty_add(p, r, (int64_t)ps);
+		} else if (!fr->evicting) {
+			fr->state = FRAME_CLEAN;
+		}
+		/* Still WRITEBACK from here on means: drop it. */
+		if (fr->state != FRAME_WRITEBACK)
+			fr->evicting = fr->redirtied = 0;
+	}
+	for (uint64_t q = first, end; q < first + n; q = end) {
+		uint8_t state = frame_at(p, r, q)->state;
+
+		for (end = q + 1; end < first + n && frame_at(p, r, end)->state == state; end++)
+			;
+		if (state == FRAME_DIRTY)
+			tide__uffd_wp(p->uffd, tide__page_addr(r, q), (size_t)(end - q) * ps, false, true);
+		else if (state == FRAME_WRITEBACK)
+			drop_span(p, r, q, end);
+	}
 }
 
 static void writeback_done(struct tide_io *io, ssize_t res)
 {
 	struct writeback *wb = container_of(io, struct writeback, io);
 	struct tide_pool *p = io->pool;
-	uint32_t f = wb->frame;
-	struct frame *fr = tide__frame(p, f);
-	struct region *r = fr->region;
-	size_t ps = r->page_size;
-	char *addr = tide__page_addr(r, fr->page);
+	struct region *r = wb->region;
+	size_t len = (size_t)wb->npages << r->page_shift;
+	/* Pages the store took whole; a short write fails the rest. */
+	uint64_t stored = res < 0 ? 0 : (uint64_t)res >> r->page_shift;
 
-	if (wb->buf != addr)
-		tide__bounce_put(&p->bounce, wb->buf, ps);
-	if (fr->evicting)
-		p->leaving -= ps;
+	if (stored > wb->npages)
+		stored = wb->npages;
+	if (wb->buf != tide__page_addr(r, wb->first))
+		tide__bounce_put(&p->bounce, wb->buf, len);
 	r->busy--;
 	wb->epoch->pending--;
-	if (res != (ssize_t)ps) {
-		int err = res < 0 ? (int)res : -EIO;
-
-		p->st.c.writeback_errors++;
-		if (!r->error) {
-			r->error = err;
-			tide__warn("writing a page back failed (%s); it stays in memory, dirty, "
-				   "and the next flush or unmap reports the error", strerror(-err));
-		}
-		fr->redirtied = 1;
-		fr->referenced = 1;
-	} else {
-		p->st.c.writebacks++;
-		p->st.c.bytes_written += ps;
-	}
-	if (fr->redirtied) {
-		fr->state = FRAME_DIRTY;
-		tide__dirty_add(p, r, (int64_t)ps);
-		tide__uffd_wp(p->uffd, addr, ps, false, true);
-	} else if (fr->evicting) {
-		p->st.c.evictions_dirty++;
-		tide__frame_drop(p, f);
-	} else {
-		fr->state = FRAME_CLEAN;
-	}
-	if (fr->state != FRAME_FREE)
-		fr->evicting = fr->redirtied = 0;
+	if (stored < wb->npages)
+		writeback_failed(p, r, res, wb->npages - stored);
+	p->st.c.writebacks += stored;
+	p->st.c.bytes_written += stored << r->page_shift;
+	run_settle(p, r, wb->first, wb->npages, stored);
 	free(wb);
 	epochs_retire(p);
 }
 
+/* The longest run a write may carry: TIDE_WRITE_MAX, but always one page. */
+static uint64_t run_max(const struct tide_pool *p, const struct region *r)
+{
+	uint64_t max = p->opt.write_max >> r->page_shift;
+
+	return max ? max : 1;
+}
+
+/*
+ * The pages of a run start their write-back. An eviction takes the victim
+ * `victim` out of memory, and the neighbours without a reference bit with
+ * it: they are the pages the hand would pick next. Neighbours in use are
+ * only cleaned and stay.
+ */
+static void run_protected(struct tide_pool *p, struct region *r, uint64_t first, uint64_t n,
+			  uint64_t victim, bool evict)
+{
+	size_t ps = r->page_size;
+
+	for (uint64_t q = first; q < first + n; q++) {
+		struct frame *fr = frame_at(p, r, q);
+
+		fr->state = FRAME_WRITEBACK;
+		fr->redirtied = 0;
+		fr->evicting = evict && (q == victim || !fr->referenced);
+		if (fr->evicting)
+			p->leaving += ps;
+	}
+	tide__dirty_add(p, r, -(int64_t)(n * ps));
+}
+
+/*
+ * Write back the dirty page of frame `f` and the dirty pages next to it, in
+ * one store write of at most TIDE_WRITE_MAX bytes. Returns the pages the
+ * run covers from f's page on (>= 1), so a caller walking pages upwards can
+ * step over them: a store that fails inline leaves them dirty, and they
+ * must not be written again by the same walk. -EAGAIN when the bounce
+ * arena has no page free (a completion will free some).
+ */
 int tide__writeback_start(struct tide_pool *p, uint32_t f, bool evict)
 {
 	struct frame *fr = tide__frame(p, f);
 	struct region *r = fr->region;
-	size_t ps = r->page_size;
-	char *addr = tide__page_addr(r, fr->page);
+	size_t ps = r->page_size, len;
+	uint64_t first, n = dirty_run(p, r, fr->page, run_max(p, r), &first);
 	struct writeback *wb;
-	void *buf = addr;
-	int ret;
+	void *buf = NULL;
+	char *addr;
+	int ret, covered;
 
 	if (p->writeback == TIDE_WRITEBACK_FIXED) {
-		buf = tide__bounce_get(&p->bounce, ps);
+		buf = tide__bounce_get_span(&p->bounce, ps, n * ps, &len);
 		if (!buf)
 			return -EAGAIN;
+		if (len < n * ps) {
+			/* The arena is busy: a shorter run, from f on where it can. */
+			uint64_t last_start = first + n - len / ps;
+
+			first = fr->page < last_start ? fr->page : last_start;
+			n = len / ps;
+		}
 	}
+	addr = tide__page_addr(r, first);
+	if (p->writeback != TIDE_WRITEBACK_FIXED)
+		buf = addr;
+	len = n * ps;
+	covered = (int)(first + n - fr->page);
 	wb = malloc(sizeof(*wb));
 	if (!wb) {
 		ret = -ENOMEM;
 		goto fail_alloc;
 	}
-	/* From here a write to the page blocks until writeback_done(). */
-	ret = tide__uffd_wp(p->uffd, addr, ps, true, false);
+	/* From here a write to the run blocks until writeback_done(). */
+	ret = tide__uffd_wp(p->uffd, addr, len, true, false);
 	if (ret < 0)
 		goto fail_protect;
 	if (buf != addr)
-		memcpy(buf, addr, ps);
-	fr->state = FRAME_WRITEBACK;
-	fr->evicting = evict;
-	fr->redirtied = 0;
-	tide__dirty_add(p, r, -(int64_t)ps);
-	if (evict)
-		p->leaving += ps;
+		memcpy(buf, addr, len);
+	run_protected(p, r, first, n, fr->page, evict);
 	r->busy++;
-	wb->frame = f;
+	p->st.c.store_writes++;
+	wb->region = r;
+	wb->first = first;
+	wb->npages = n;
 	wb->buf = buf;
 	wb->epoch = p->epoch_tail;
 	wb->epoch->pending++;
 	wb->io.done = writeback_done;
 	wb->io.start = writeback_issue;
 	wb->io.buf_index = (buf != addr && p->bounce.registered) ? 0 : -1;
+	/* A store may complete inline: f and the run may be gone after this. */
 	tide__io_submit(p, &wb->io);
-	return 0;
+	return covered;
 
 fail_protect:
 	free(wb);
 fail_alloc:
 	if (buf != addr)
-		tide__bounce_put(&p->bounce, buf, ps);
+		tide__bounce_put(&p->bounce, buf, len);
 	return ret;
 }
 

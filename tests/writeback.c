@@ -1,0 +1,638 @@
+/* Write-back coalescing: adjacent dirty pages leave in one store write of at
+ * most TIDE_WRITE_MAX bytes, and every page of a run keeps its own fate. */
+#include <criterion/criterion.h>
+#include <criterion/parameterized.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "internal.h"
+
+static tide_pool *make_pool(enum tide_writeback wb, size_t ps, size_t budget, size_t write_max)
+{
+	struct tide_options o;
+	tide_pool *pool;
+
+	test_require_uffd();
+	tide_options_init(&o);
+	o.budget = budget;
+	o.page_size = ps;
+	o.writeback = wb;
+	o.write_max = write_max;
+	o.flush_interval_ms = 0;   /* only what a test asks for is written */
+	cr_assert_eq(tide_pool_create(&pool, &o), 0, "%s", tide_last_error());
+	return pool;
+}
+
+static struct tide_stats stats(tide_pool *pool)
+{
+	struct tide_stats st;
+
+	cr_assert_eq(tide_pool_stats(pool, &st), 0);
+	return st;
+}
+
+static int reopen(int fd)
+{
+	char path[64];
+	int nfd;
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	nfd = open(path, O_RDONLY);
+	cr_assert(nfd >= 0, "reopen: %s", strerror(errno));
+	return nfd;
+}
+
+/* What a page written by the tests holds: words no seeded file holds. */
+static uint64_t dirty_word(size_t i)
+{
+	return ~test_word(i, 7);
+}
+
+static void dirty_pages(uint64_t *p, size_t ps, size_t first, size_t end)
+{
+	for (size_t i = first * ps / 8; i < end * ps / 8; i++)
+		p[i] = dirty_word(i);
+}
+
+/* The file, read through another open file description, holds dirty_word
+ * in the pages [first, end) and the seed's words elsewhere. */
+static void expect_file(int fd, size_t len, size_t ps, const bool *dirty, uint64_t seed)
+{
+	uint64_t *disk = malloc(len);
+	int other = reopen(fd);
+
+	cr_assert_not_null(disk);
+	test_pread(other, disk, len, 0);
+	for (size_t i = 0; i < len / 8; i++) {
+		uint64_t want = dirty[i * 8 / ps] ? dirty_word(i) : test_word(i, seed);
+
+		if (disk[i] != want)
+			cr_assert_fail("word %zu (page %zu): file %#llx, want %#llx", i, i * 8 / ps,
+				       (unsigned long long)disk[i], (unsigned long long)want);
+	}
+	close(other);
+	free(disk);
+}
+
+struct flush_case {
+	enum tide_writeback wb;
+	size_t write_max;
+	uint64_t writes;         /* store writes 64 dirty 4 KiB pages take */
+};
+
+ParameterizedTestParameters(writeback, flush_contiguous)
+{
+	static struct flush_case cases[] = {
+		{ TIDE_WRITEBACK_FIXED, 64 * KiB, 4 },
+		{ TIDE_WRITEBACK_DIRECT, 64 * KiB, 4 },
+		{ TIDE_WRITEBACK_FIXED, 1 * MiB, 1 },
+		{ TIDE_WRITEBACK_DIRECT, 1 * MiB, 1 },
+		{ TIDE_WRITEBACK_FIXED, 4 * KiB, 64 },
+		{ TIDE_WRITEBACK_FIXED, 12 * KiB, 22 },  /* 21 runs of 3 pages and one of 1 */
+	};
+	return cr_make_param_array(struct flush_case, cases, sizeof(cases) / sizeof(cases[0]));
+}
+
+/* 64 contiguous dirty pages leave in 64 KiB / write_max writes, capped. */
+ParameterizedTest(struct flush_case *c, writeback, flush_contiguous)
+{
+	size_t ps = 4 * KiB, len = 1 * MiB, npages = 64;
+	int fd = test_file(len, 7);
+	tide_pool *pool = make_pool(c->wb, ps, 4 * MiB, c->write_max);
+	uint64_t *p = tide_map(pool, fd, 0, len, TIDE_PROT_READ | TIDE_PROT_WRITE, 0);
+	struct tide_stats a, b;
+	bool dirty[256] = { 0 };
+
+	cr_assert_not_null(p, "%s", tide_last_error());
+	dirty_pages(p, ps, 0, npages);
+	for (size_t i = 0; i < npages; i++)
+		dirty[i] = true;
+	a = stats(pool);
+	cr_assert_eq(a.dirty_bytes, npages * ps);
+	cr_assert_eq(tide_flush(p, len), 0, "%s", tide_last_error());
+	b = stats(pool);
+	cr_expect_eq(b.store_writes - a.store_writes, c->writes, "%llu store writes, want %llu",
+		     (unsigned long long)(b.store_writes - a.store_writes),
+		     (unsigned long long)c->writes);
+	cr_expect_eq(b.writebacks - a.writebacks, npages, "writebacks count pages");
+	cr_expect_eq(b.bytes_written - a.bytes_written, npages * ps);
+	cr_expect_eq(b.dirty_bytes, 0);
+	cr_expect_eq(b.writeback_errors, 0);
+	cr_expect_eq(b.resident_bytes, a.resident_bytes, "flush changed residency");
+	expect_file(fd, len, ps, dirty, 7);
+
+	/* Clean and protected again: a new write is seen, and leaves alone. */
+	p[3 * ps / 8] = dirty_word(3 * ps / 8);
+	cr_assert_eq(tide_flush(p, len), 0);
+	cr_expect_eq(stats(pool).store_writes - b.store_writes, 1);
+	cr_assert_eq(tide_unmap(p), 0);
+	cr_assert_eq(tide_pool_destroy(pool), 0);
+	close(fd);
+}
+
+/* A page larger than TIDE_WRITE_MAX still leaves whole, one per write. */
+Test(writeback, page_larger_than_write_max)
+{
+	size_t ps = 64 * KiB, len = 1 * MiB, npages = 8;
+	int fd = test_file(len, 7);
+	tide_pool *pool = make_pool(TIDE_WRITEBACK_FIXED, ps, 4 * MiB, 16 * KiB);
+	uint64_t *p = tide_map(pool, fd, 0, len, TIDE_PROT_READ | TIDE_PROT_WRITE, 0);
+	struct tide_stats a, b;
+	bool dirty[16] = { 0 };
+
+	cr_assert_not_null(p, "%s", tide_last_error());
+	dirty_pages(p, ps, 0, npages);
+	for (size_t i = 0; i < npages; i++)
+		dirty[i] = true;
+	a = stats(pool);
+	cr_assert_eq(tide_flush(p, len), 0, "%s", tide_last_error());
+	b = stats(pool);
+	cr_expect_eq(b.store_writes - a.store_writes, npages);
+	cr_expect_eq(b.writebacks - a.writebacks, npages);
+	expect_file(fd, len, ps, dirty, 7);
+	cr_assert_eq(tide_unmap(p), 0);
+	cr_assert_eq(tide_pool_destroy(pool), 0);
+	close(fd);
+}
+
+/* The bounce arena gives a run the span it asks for, else the longest free
+ * span at a multiple of the page size, else nothing. */
+Test(writeback, bounce_span_falls_back)
+{
+	struct tide__bounce b;
+	char *whole, *one, *rest;
+	size_t len = 0;
+
+	cr_assert_eq(tide__bounce_init(&b, 4 * MiB), 0);
+	whole = tide__bounce_get_span(&b, 4 * KiB, 1 * MiB, &len);
+	cr_expect_eq(whole, b.base);
+	cr_expect_eq(len, 1 * MiB);
+	one = tide__bounce_get(&b, 4 * KiB);
+	cr_expect_eq(one, b.base + 1 * MiB);
+	rest = tide__bounce_get_span(&b, 4 * KiB, 8 * MiB, &len);
+	cr_expect_eq(rest, b.base + 1 * MiB + 4 * KiB, "not the longest free span");
+	cr_expect_eq(len, 3 * MiB - 4 * KiB);
+	cr_expect_null(tide__bounce_get_span(&b, 4 * KiB, 4 * KiB, &len), "the arena is full");
+	tide__bounce_put(&b, whole, 1 * MiB);
+	tide__bounce_put(&b, rest, 3 * MiB - 4 * KiB);
+
+	/* 64 KiB pages start at a multiple of 64 KiB: the longest span is
+	 * past the 4 KiB page at 1 MiB, from 1 MiB + 64 KiB on. */
+	rest = tide__bounce_get_span(&b, 64 * KiB, 4 * MiB, &len);
+	cr_expect_eq(rest, b.base + 1 * MiB + 64 * KiB);
+	cr_expect_eq(len, 3 * MiB - 64 * KiB);
+	whole = tide__bounce_get_span(&b, 64 * KiB, 4 * MiB, &len);
+	cr_expect_eq(whole, b.base);
+	cr_expect_eq(len, 1 * MiB);
+	cr_expect_null(tide__bounce_get_span(&b, 64 * KiB, 64 * KiB, &len),
+		       "15 free 4 KiB units hold no 64 KiB page");
+	tide__bounce_put(&b, one, 4 * KiB);
+	tide__bounce_put(&b, whole, 1 * MiB);
+	tide__bounce_put(&b, rest, 3 * MiB - 64 * KiB);
+	cr_expect_eq(b.used, 0);
+	tide__bounce_fini(&b);
+}
+
+/* A run longer than the bounce arena leaves in arena-sized writes on the
+ * fixed path; the direct path needs no arena and writes it whole. */
+ParameterizedTestParameters(writeback, run_longer_than_bounce)
+{
+	static enum tide_writeback paths[] = { TIDE_WRITEBACK_FIXED, TIDE_WRITEBACK_DIRECT };
+
+	return cr_make_param_array(enum tide_writeback, paths, 2);
+}
+
+ParameterizedTest(enum tide_writeback *wb, writeback, run_longer_than_bounce)
+{
+	size_t ps = 4 * KiB, len = 8 * MiB, npages = len / ps;
+	int fd = test_file(len, 7);
+	struct tide_options o;
+	tide_pool *pool;
+	uint64_t *p;
+	struct tide_stats a, b;
+	bool *dirty = malloc(npages);
+
+	test_require_uffd();
+	tide_options_init(&o);
+	o.budget = 16 * MiB;
+	o.bounce = 4 * MiB;
+	o.page_size = ps;
+	o.writeback = *wb;
+	o.write_max = len;
+	o.flush_interval_ms = 0;
+	cr_assert_eq(tide_pool_create(&pool, &o), 0, "%s", tide_last_error());
+	p = tide_map(pool, fd, 0, len, TIDE_PROT_READ | TIDE_PROT_WRITE, 0);
+	cr_assert_not_null(p, "%s", tide_last_error());
+	cr_assert_not_null(dirty);
+	dirty_pages(p, ps, 0, npages);
+	memset(dirty, 1, npages);
+	a = stats(pool);
+	cr_assert_eq(a.bounce_bytes, 4 * MiB);
+	cr_assert_eq(tide_flush(p, len), 0, "%s", tide_last_error());
+	b = stats(pool);
+	/* No fill is in flight once every page has been written, so each fixed
+	 * run gets the whole arena. */
+	cr_expect_eq(b.store_writes - a.store_writes, *wb == TIDE_WRITEBACK_FIXED ? 2 : 1);
+	cr_expect_eq(b.writebacks - a.writebacks, npages);
+	expect_file(fd, len, ps, dirty, 7);
+	cr_assert_eq(tide_unmap(p), 0);
+	cr_assert_eq(tide_pool_destroy(pool), 0);
+	free(dirty);
+	close(fd);
+}
+
+/* A clean resident page, or a page never touched, ends a run. */
+Test(writeback, run_split_by_clean_page)
+{
+	size_t ps = 4 * KiB, len = 1 * MiB;
+	int fd = test_file(len, 7);
+	tide_pool *pool = make_pool(TIDE_WRITEBACK_FIXED, ps, 4 * MiB, 1 * MiB);
+	uint64_t *p = tide_map(pool, fd, 0, len, TIDE_PROT_READ | TIDE_PROT_WRITE, 0);
+	volatile uint64_t sink = 0;
+	struct tide_stats a, b;
+	bool dirty[256] = { 0 };
+
+	cr_assert_not_null(p, "%s", tide_last_error());
+	for (size_t pg = 0; pg < 32; pg++)       /* resident and clean */
+		sink += p[pg * ps / 8];
+	(void)sink;
+	dirty_pages(p, ps, 0, 10);               /* page 10 stays clean */
+	dirty_pages(p, ps, 11, 20);
+	dirty_pages(p, ps, 100, 105);            /* page 105 is never touched */
+	dirty_pages(p, ps, 106, 110);
+	for (size_t pg = 0; pg < 256; pg++)
+		dirty[pg] = pg < 20 ? pg != 10 : (pg >= 100 && pg < 110 && pg != 105);
+	a = stats(pool);
+	cr_assert_eq(tide_flush(p, len), 0, "%s", tide_last_error());
+	b = stats(pool);
+	cr_expect_eq(b.store_writes - a.store_writes, 4);
+	cr_expect_eq(b.writebacks - a.writebacks, 19 + 9);
+	cr_expect_eq(b.dirty_bytes, 0);
+	expect_file(fd, len, ps, dirty, 7);
+	cr_assert_eq(tide_unmap(p), 0);
+	cr_assert_eq(tide_pool_destroy(pool), 0);
+	close(fd);
+}
+
+struct stream_case {
+	enum tide_writeback wb;
+	size_t ps;
+};
+
+ParameterizedTestParameters(writeback, eviction_stream)
+{
+	static struct stream_case cases[] = {
+		{ TIDE_WRITEBACK_FIXED, 4 * KiB },
+		{ TIDE_WRITEBACK_DIRECT, 4 * KiB },
+		{ TIDE_WRITEBACK_FIXED, 64 * KiB },
+		{ TIDE_WRITEBACK_DIRECT, 64 * KiB },
+	};
+	return cr_make_param_array(struct stream_case, cases, sizeof(cases) / sizeof(cases[0]));
+}
+
+/*
+ * A sequential stream of dirty pages through a pool 8x smaller than the
+ * region: eviction writes runs, not pages, and after unmap the file holds
+ * every byte written.
+ */
+ParameterizedTest(struct stream_case *c, writeback, eviction_stream)
+{
+	size_t budget = 2 * MiB, len = 8 * budget, npages = len / c->ps;
+	int fd = test_file(len, 7);
+	tide_pool *pool = make_pool(c->wb, c->ps, budget, 1 * MiB);
+	uint64_t *p = tide_map(pool, fd, 0, len, TIDE_PROT_READ | TIDE_PROT_WRITE, 0);
+	bool *dirty = malloc(npages);
+	struct tide_stats st;
+
+	cr_assert_not_null(p, "%s", tide_last_error());
+	cr_assert_not_null(dirty);
+	for (size_t pg = 0; pg < npages; pg++) {
+		dirty[pg] = true;
+		dirty_pages(p, c->ps, pg, pg + 1);
+	}
+	st = stats(pool);
+	cr_expect_gt(st.evictions_dirty, 0, "nothing was evicted dirty");
+	cr_expect_leq(st.peak_resident_bytes, budget);
+	cr_expect_leq(st.store_writes * 4, st.writebacks,
+		     "%llu store writes for %llu pages: runs did not form",
+		     (unsigned long long)st.store_writes, (unsigned long long)st.writebacks);
+	cr_expect_eq(st.writeback_errors, 0);
+	cr_assert_eq(tide_unmap(p), 0, "%s", tide_last_error());
+	expect_file(fd, len, c->ps, dirty, 7);
+	cr_assert_eq(tide_pool_destroy(pool), 0);
+	free(dirty);
+	close(fd);
+}
+
+/* ---- a memory store whose writes can fail, fall short, or wait ---- */
+
+struct mem_store {
+	char *data;
+	size_t size;
+	int fail_writes;         /* every write fails while set */
+	int fail_first;          /* the next this many writes fail */
+	int short_writes;        /* writes store half their length plus 100 bytes */
+	int hold;                /* the next write completes when the test says */
+	unsigned writes;         /* write calls */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct tide_io *held;
+	size_t held_len;
+};
+
+static int mem_read(void *s, struct tide_io *io, void *buf, size_t len, uint64_t off)
+{
+	struct mem_store *m = s;
+	size_t n = off >= m->size ? 0 : (m->size - off < len ? m->size - off : len);
+
+	memcpy(buf, m->data + off, n);
+	tide_io_complete(io, (ssize_t)n);
+	return 0;
+}
+
+static int mem_write(void *s, struct tide_io *io, const void *buf, size_t len, uint64_t off)
+{
+	struct mem_store *m = s;
+	size_t n = len;
+
+	__atomic_add_fetch(&m->writes, 1, __ATOMIC_RELAXED);
+	if (__atomic_load_n(&m->fail_writes, __ATOMIC_RELAXED) ||
+	    __atomic_fetch_add(&m->fail_first, -1, __ATOMIC_RELAXED) > 0) {
+		tide_io_complete(io, -EIO);
+		return 0;
+	}
+	if (__atomic_load_n(&m->short_writes, __ATOMIC_RELAXED))
+		n = len / 2 + 100;
+	memcpy(m->data + off, buf, n);
+	pthread_mutex_lock(&m->lock);
+	if (m->hold) {
+		m->hold = 0;
+		m->held = io;
+		m->held_len = n;
+		pthread_cond_broadcast(&m->cond);
+		pthread_mutex_unlock(&m->lock);
+		return 0;
+	}
+	pthread_mutex_unlock(&m->lock);
+	tide_io_complete(io, (ssize_t)n);
+	return 0;
+}
+
+static int mem_flush(void *s, struct tide_io *io)
+{
+	(void)s;
+	tide_io_complete(io, 0);
+	return 0;
+}
+
+static const struct tide_store_ops mem_ops = {
+	.read = mem_read, .write = mem_write, .flush = mem_flush,
+};
+
+static void mem_init(struct mem_store *m, size_t size)
+{
+	memset(m, 0, sizeof(*m));
+	m->size = size;
+	m->data = malloc(size);
+	cr_assert_not_null(m->data);
+	for (size_t i = 0; i < size / 8; i++)
+		((uint64_t *)m->data)[i] = test_word(i, 9);
+	pthread_mutex_init(&m->lock, NULL);
+	pthread_cond_init(&m->cond, NULL);
+}
+
+static void mem_fini(struct mem_store *m)
+{
+	pthread_mutex_destroy(&m->lock);
+	pthread_cond_destroy(&m->cond);
+	free(m->data);
+}
+
+/* The store holds dirty_word in the pages marked dirty, its seed elsewhere. */
+static void expect_store(const struct mem_store *m, size_t ps, const bool *dirty)
+{
+	const uint64_t *w = (const uint64_t *)m->data;
+
+	for (size_t i = 0; i < m->size / 8; i++) {
+		uint64_t want = dirty[i * 8 / ps] ? dirty_word(i) : test_word(i, 9);
+
+		if (w[i] != want)
+			cr_assert_fail("store word %zu (page %zu): %#llx, want %#llx", i, i * 8 / ps,
+				       (unsigned long long)w[i], (unsigned long long)want);
+	}
+}
+
+/* A failing store keeps every page of every run dirty; the data arrives
+ * once the store works. */
+Test(writeback, failed_run_stays_dirty)
+{
+	size_t ps = 4 * KiB, len = 256 * KiB, npages = len / ps;
+	tide_pool *pool = make_pool(TIDE_WRITEBACK_FIXED, ps, 1 * MiB, 64 * KiB);
+	struct mem_store m;
+	struct tide_stats a, b;
+	bool dirty[64], none[64] = { 0 };
+	uint64_t *p;
+
+	mem_init(&m, len);
+	p = tide_map_store(pool, &mem_ops, &m, 0, len, TIDE_PROT_READ | TIDE_PROT_WRITE, 0);
+	cr_assert_not_null(p, "%s", tide_last_error());
+	dirty_pages(p, ps, 0, npages);
+	for (size_t i = 0; i < npages; i++)
+		dirty[i] = true;
+	m.fail_writes = 1;
+	a = stats(pool);
+	cr_expect_eq(tide_flush(p, len), -EIO, "flush on a failing store");
+	b = stats(pool);
+	cr_expect_eq(b.store_writes - a.store_writes, 4);
+	cr_expect_eq(m.writes, 4, "the store saw %u writes", m.writes);
+	cr_expect_eq(b.writeback_errors, npages, "errors count pages");
+	cr_expect_eq(b.writebacks, 0);
+	cr_expect_eq(b.dirty_bytes, len, "a failed run dropped dirty pages");
+	expect_store(&m, ps, none);
+	for (size_t i = 0; i < len / 8; i += 97)
+		cr_assert_eq(p[i], dirty_word(i));
+	cr_expect_eq(tide_flush(p, len), -EIO, "the store still fails");
+
+	m.fail_writes = 0;
+	a = stats(pool);
+	cr_expect_eq(tide_flush(p, len), 0, "flush once the store works: %s", tide_last_error());
+	b = stats(pool);
+	cr_expect_eq(b.store_writes - a.store_writes, 4);
+	cr_expect_eq(b.writebacks - a.writebacks, npages);
+	cr_expect_eq(b.dirty_bytes, 0);
+	expect_store(&m, ps, dirty);
+	cr_assert_eq(tide_unmap(p), 0);
+	cr_assert_eq(tide_pool_destroy(pool), 0);
+	mem_fini(&m);
+}
+
+/* A short write stores the pages it covered whole; the rest stay dirty. */
+Test(writeback, short_write_fails_the_rest)
+{
+	size_t ps = 4 * KiB, len = 256 * KiB, npages = len / ps;
+	tide_pool *pool = make_pool(TIDE_WRITEBACK_DIRECT, ps, 1 * MiB, 64 * KiB);
+	struct mem_store m;
+	struct tide_stats a, b;
+	bool dirty[64];
+	uint64_t *p;
+
+	mem_init(&m, len);
+	p = tide_map_store(pool, &mem_ops, &m, 0, len, TIDE_PROT_READ | TIDE_PROT_WRITE, 0);
+	cr_assert_not_null(p, "%s", tide_last_error());
+	dirty_pages(p, ps, 0, npages);
+	for (size_t i = 0; i < npages; i++)
+		dirty[i] = true;
+	m.short_writes = 1;
+	a = stats(pool);
+	/* Four runs of 16 pages; each write stores 8 pages and 100 bytes. */
+	cr_expect_eq(tide_flush(p, len), -EIO);
+	b = stats(pool);
+	cr_expect_eq(b.store_writes - a.store_writes, 4);
+	cr_expect_eq(b.writebacks - a.writebacks, npages / 2);
+	cr_expect_eq(b.writeback_errors, npages / 2);
+	cr_expect_eq(b.dirty_bytes, len / 2);
+
+	m.short_writes = 0;
+	a = b;
+	cr_expect_eq(tide_flush(p, len), 0, "%s", tide_last_error());
+	b = stats(pool);
+	cr_expect_eq(b.store_writes - a.store_writes, 4, "the uncovered halves are four runs");
+	cr_expect_eq(b.writebacks - a.writebacks, npages / 2);
+	cr_expect_eq(b.dirty_bytes, 0);
+	expect_store(&m, ps, dirty);
+	cr_assert_eq(tide_unmap(p), 0);
+	cr_assert_eq(tide_pool_destroy(pool), 0);
+	mem_fini(&m);
+}
+
+/* Eviction through a store that fails its first writes: the failed runs
+ * stay resident and dirty, leave later, and unmap reports the error once. */
+Test(writeback, eviction_recovers_from_failed_runs)
+{
+	size_t ps = 4 * KiB, budget = 512 * KiB, len = 8 * budget, npages = len / ps;
+	tide_pool *pool = make_pool(TIDE_WRITEBACK_FIXED, ps, budget, 64 * KiB);
+	struct mem_store m;
+	struct tide_stats st;
+	bool *dirty = malloc(npages);
+	uint64_t *p;
+
+	cr_assert_not_null(dirty);
+	mem_init(&m, len);
+	m.fail_first = 3;
+	p = tide_map_store(pool, &mem_ops, &m, 0, len, TIDE_PROT_READ | TIDE_PROT_WRITE, 0);
+	cr_assert_not_null(p, "%s", tide_last_error());
+	for (size_t pg = 0; pg < npages; pg++) {
+		dirty[pg] = true;
+		dirty_pages(p, ps, pg, pg + 1);
+	}
+	st = stats(pool);
+	cr_expect_gt(st.writeback_errors, 0, "no write failed");
+	cr_expect_gt(st.evictions_dirty, 0);
+	cr_expect_leq(st.peak_resident_bytes, budget);
+	cr_expect_eq(tide_unmap(p), -EIO, "unmap reports the failed writes once");
+	cr_expect_eq(tide_unmap(p), 0, "%s", tide_last_error());
+	expect_store(&m, ps, dirty);
+	cr_assert_eq(tide_pool_destroy(pool), 0);
+	mem_fini(&m);
+	free(dirty);
+}
+
+/* ---- a write to one page of a run in flight ---- */
+
+struct flusher {
+	uint64_t *p;
+	size_t len;
+	int result;
+};
+
+static void *do_flush(void *arg)
+{
+	struct flusher *f = arg;
+
+	f->result = tide_flush(f->p, f->len);
+	return NULL;
+}
+
+static void *do_write(void *arg)
+{
+	uint64_t *w = arg;
+
+	*w = 0x5eed;   /* blocks until the run's write completes */
+	return NULL;
+}
+
+/*
+ * A page written while its run is in flight stays resident and dirty, and
+ * its writer wakes; the other pages of the run are clean. The next flush
+ * writes that page alone.
+ */
+ParameterizedTestParameters(writeback, redirtied_page_of_run)
+{
+	static enum tide_writeback paths[] = { TIDE_WRITEBACK_FIXED, TIDE_WRITEBACK_DIRECT };
+
+	return cr_make_param_array(enum tide_writeback, paths, 2);
+}
+
+ParameterizedTest(enum tide_writeback *wb, writeback, redirtied_page_of_run)
+{
+	size_t ps = 4 * KiB, len = 64 * KiB, npages = len / ps, hot = 5;
+	tide_pool *pool = make_pool(*wb, ps, 1 * MiB, 64 * KiB);
+	struct mem_store m;
+	struct flusher fl;
+	struct tide_stats a, b;
+	pthread_t flusher, writer;
+	bool dirty[16];
+	uint64_t *p, *w;
+
+	mem_init(&m, len);
+	p = tide_map_store(pool, &mem_ops, &m, 0, len, TIDE_PROT_READ | TIDE_PROT_WRITE, 0);
+	cr_assert_not_null(p, "%s", tide_last_error());
+	dirty_pages(p, ps, 0, npages);
+	for (size_t i = 0; i < npages; i++)
+		dirty[i] = true;
+	w = p + hot * ps / 8;
+	a = stats(pool);
+	m.hold = 1;
+	fl = (struct flusher){ .p = p, .len = len };
+	cr_assert_eq(pthread_create(&flusher, NULL, do_flush, &fl), 0);
+	pthread_mutex_lock(&m.lock);
+	while (!m.held)
+		pthread_cond_wait(&m.cond, &m.lock);
+	pthread_mutex_unlock(&m.lock);
+	cr_assert_eq(m.held_len, len, "the run is not one write of 16 pages");
+
+	/* The write blocks on the protected page; once the service thread has
+	 * read its fault, the page is marked to stay. */
+	cr_assert_eq(pthread_create(&writer, NULL, do_write, w), 0);
+	do {
+		b = stats(pool);
+		sched_yield();
+	} while (b.faults_coalesced == a.faults_coalesced);
+	tide_io_complete(m.held, (ssize_t)m.held_len);
+	pthread_join(flusher, NULL);
+	pthread_join(writer, NULL);
+	cr_expect_eq(fl.result, 0, "%s", tide_last_error());
+
+	b = stats(pool);
+	cr_expect_eq(b.store_writes - a.store_writes, 1);
+	cr_expect_eq(b.writebacks - a.writebacks, npages);
+	cr_expect_eq(b.dirty_bytes, ps, "only the page written meanwhile is dirty");
+	expect_store(&m, ps, dirty);   /* what the run held when it was protected */
+	cr_expect_eq(*w, 0x5eed);
+
+	cr_assert_eq(tide_flush(p, len), 0);
+	a = stats(pool);
+	cr_expect_eq(a.store_writes - b.store_writes, 1);
+	cr_expect_eq(a.writebacks - b.writebacks, 1);
+	cr_expect_eq(((uint64_t *)m.data)[hot * ps / 8], 0x5eed);
+	cr_assert_eq(tide_unmap(p), 0);
+	cr_assert_eq(tide_pool_destroy(pool), 0);
+	mem_fini(&m);
+}

@@ -155,6 +155,7 @@ static void writeback_failed(struct tide_pool *p, struct region *r, ssize_t res,
 static void drop_span(struct tide_pool *p, struct region *r, uint64_t first, uint64_t end)
 {
 	madvise(tide__page_addr(r, first), (size_t)(end - first) << r->page_shift, MADV_DONTNEED);
+	p->st.c.drop_calls++;
 	for (uint64_t q = first; q < end; q++) {
 		p->st.c.evictions++;
 		p->st.c.evictions_dirty++;

@@ -195,7 +195,7 @@ void tide__waiters_forget(struct tide_pool *p, struct region *r);
 /* ---- writeback.c ---- */
 struct epoch {
 	struct epoch *next;
-	uint64_t pending;        /* write-backs issued in this epoch still in flight */
+	uint64_t pending;        /* store writes issued in this epoch still in flight */
 	struct request *waiters; /* flushes sealed on this epoch */
 };
 /* Pages of the run from f's page on (>= 1), or -errno (-EAGAIN: no bounce space). */

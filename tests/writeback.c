@@ -94,13 +94,14 @@ ParameterizedTestParameters(writeback, flush_contiguous)
 		{ TIDE_WRITEBACK_DIRECT, 64 * KiB, 4 },
 		{ TIDE_WRITEBACK_FIXED, 1 * MiB, 1 },
 		{ TIDE_WRITEBACK_DIRECT, 1 * MiB, 1 },
+		{ TIDE_WRITEBACK_DIRECT, 16 * KiB, 16 },
 		{ TIDE_WRITEBACK_FIXED, 4 * KiB, 64 },
 		{ TIDE_WRITEBACK_FIXED, 12 * KiB, 22 },  /* 21 runs of 3 pages and one of 1 */
 	};
 	return cr_make_param_array(struct flush_case, cases, sizeof(cases) / sizeof(cases[0]));
 }
 
-/* 64 contiguous dirty pages leave in 64 KiB / write_max writes, capped. */
+/* 64 contiguous dirty pages (256 KiB) leave in 256 KiB / write_max writes. */
 ParameterizedTest(struct flush_case *c, writeback, flush_contiguous)
 {
 	size_t ps = 4 * KiB, len = 1 * MiB, npages = 64;

@@ -275,6 +275,7 @@ static void run(const struct spec *s)
 	out_u64(&o, "writebacks", st1.writebacks - st0.writebacks);
 	out_u64(&o, "drop_calls", st1.drop_calls - st0.drop_calls);
 	out_u64(&o, "store_reads", st1.store_reads - st0.store_reads);
+	out_u64(&o, "store_writes", st1.store_writes - st0.store_writes);
 	out_num(&o, "fill_mbps", (double)(st1.bytes_read - st0.bytes_read) / sec / 1e6);
 	out_num(&o, "wb_mbps", (double)(st1.bytes_written - st0.bytes_written) / sec / 1e6);
 	out_u64(&o, "peak_resident", st1.peak_resident_bytes);

@@ -160,7 +160,7 @@ END {
 	row("fill per fault with a full pool (every fill evicts), 4 KiB (vs uffd same-vCPU)", "tide.randread.cache.4k", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
 	row("same, TIDE_WAKE_POLL_US=200", "tide.randread.cache.4k.wakepoll", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
 	row("same, tide and app pinned to one vCPU", "tide.randread.cache.4k.pin0", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
-	row("same, sequential", "tide.seqread.cache.4k", "faults_per_s", "uffd.same.4k", "per_s", "")
+	row("sequential 4 KiB reads, page cache, pages/s (read-ahead: few faults)", "tide.seqread.cache.4k", "per_s", "uffd.same.4k", "per_s", "")
 	row("fill per fault vs a minimal pager (pread + COPY + DONTNEED, same vCPU)", "tide.randread.cache.4k", "faults_per_s", "pager.same.4k", "per_s", "")
 	row("same, pinned to one vCPU, vs the minimal pager", "tide.randread.cache.4k.pin0", "faults_per_s", "pager.same.4k", "per_s", "")
 	row("fill per fault, 64 KiB, page cache (vs uffd same-vCPU 64 KiB)", "tide.randread.cache.64k", "faults_per_s", "uffd.same.64k", "per_s", "")

@@ -133,7 +133,6 @@ struct frame {
 uint32_t tide__frame_alloc(struct tide_pool *p, struct region *r, uint64_t page);
 void tide__frame_free(struct tide_pool *p, uint32_t f);
 void tide__frame_resident(struct tide_pool *p, uint32_t f); /* join the CLOCK ring */
-void tide__frame_drop(struct tide_pool *p, uint32_t f);     /* MADV_DONTNEED + free */
 static inline struct frame *tide__frame(struct tide_pool *p, uint32_t f);
 bool tide__pool_has_room(struct tide_pool *p, size_t len);
 void tide__pool_reclaim(struct tide_pool *p);   /* evict if above the high watermark */

@@ -116,19 +116,6 @@ bool tide__pool_has_room(struct tide_pool *p, size_t len)
 	return p->resident + len <= p->opt.budget;
 }
 
-/* Drop a clean page. Without UFFD_FEATURE_EVENT_REMOVE this never blocks;
- * the next access is a MISSING fault. */
-void tide__frame_drop(struct tide_pool *p, uint32_t f)
-{
-	struct frame *fr = &p->frames[f];
-	struct region *r = fr->region;
-
-	madvise(tide__page_addr(r, fr->page), r->page_size, MADV_DONTNEED);
-	p->st.c.evictions++;
-	p->st.c.drop_calls++;
-	tide__frame_free(p, f);
-}
-
 #define DROP_BATCH 256
 
 static int victim_order(const void *a, const void *b)
@@ -140,7 +127,9 @@ static int victim_order(const void *a, const void *b)
 	return ax < ay ? -1 : ax > ay;
 }
 
-/* Drop the ranges in one process_madvise(2) call where the kernel takes
+/* MADV_DONTNEED never blocks here (EVENT_REMOVE is not enabled); the next
+ * access to a dropped page is a MISSING fault.
+ * Drop the ranges in one process_madvise(2) call where the kernel takes
  * MADV_DONTNEED for the caller's own pidfd (6.13+), batching the TLB flush
  * of the whole vector (6.16+); otherwise, or for what it did not take, one
  * madvise per range. Returns the number of calls made. */

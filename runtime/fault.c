@@ -69,7 +69,7 @@ static void ra_fill(struct tide_pool *p, struct region *r, uint64_t from, uint64
 			n++;
 		if (!n)
 			break;
-		ret = tide__fill_run(p, r, q, n, false, FILL_READAHEAD, 0);
+		ret = tide__fill_run(p, r, q, n, r->seq_write, FILL_READAHEAD, 0);
 		if (ret > 0)
 			q += (uint64_t)ret;
 		if (ret < (int)n)
@@ -80,15 +80,21 @@ static void ra_fill(struct tide_pool *p, struct region *r, uint64_t from, uint64
 }
 
 /* Sequential runs of demand faults get the next pages filled ahead; a
- * random pattern never starts a run. */
-static void read_ahead(struct tide_pool *p, struct region *r, uint64_t page)
+ * random pattern never starts a run. A run of write faults (a writable
+ * region) gets its pages installed writable and dirty: a sequential writer
+ * would otherwise take a write-protect fault on every page, and the cost of
+ * a guess that is wrong is one write-back of unchanged data. */
+static void read_ahead(struct tide_pool *p, struct region *r, uint64_t page, bool write)
 {
 	uint64_t n = ra_window(p, r);
 
-	if (page == r->next_seq_page)
+	if (page == r->next_seq_page) {
 		r->seq_run++;
-	else
+		r->seq_write &= write && (r->prot & TIDE_PROT_WRITE);
+	} else {
 		r->seq_run = 0;
+		r->seq_write = write && (r->prot & TIDE_PROT_WRITE);
+	}
 	r->next_seq_page = page + 1;
 	if (n && r->seq_run >= 2)
 		ra_fill(p, r, page + 1, page + n);
@@ -186,7 +192,7 @@ void tide__fault(struct tide_pool *p, const struct uffd_msg *m, uint64_t now)
 	ret = p->waiting ? -EAGAIN : tide__fill_start(p, r, page, write, FILL_DEMAND, now);
 	if (ret < 0)
 		wait_for_room(p, r, page, write, now);
-	read_ahead(p, r, page);
+	read_ahead(p, r, page, write);
 	tide__pool_reclaim(p);
 }
 

@@ -157,6 +157,7 @@ struct region {
 	int error;               /* first write-back error since the last flush */
 	uint64_t next_seq_page;  /* read-ahead: the page a sequential run faults next */
 	unsigned seq_run;
+	bool seq_write;          /* every fault of the run was a write */
 	bool dying;
 };
 static inline char *tide__page_addr(struct region *r, uint64_t page)

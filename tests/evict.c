@@ -115,3 +115,41 @@ Test(evict, random_pays_no_read_ahead, .init = setup, .fini = teardown)
 	cr_expect_leq(s.drop_calls * 16, s.evictions, "%lu drop calls for %lu evictions",
 		      (unsigned long)s.drop_calls, (unsigned long)s.evictions);
 }
+
+/* A sequential writer gets its pages ahead installed writable: no
+ * write-protect fault per page, and every byte reaches the file. */
+Test(evict, sequential_writes_fill_ahead_writable)
+{
+	struct tide_options o;
+	struct tide_stats s;
+	uint64_t *w, *disk = malloc(LEN);
+	uint64_t npages = LEN / (4 * KiB);
+
+	test_require_uffd();
+	cr_assert_not_null(disk);
+	tide_options_init(&o);
+	o.budget = BUDGET;
+	o.page_size = 4 * KiB;
+	o.flush_interval_ms = 0;
+	cr_assert_eq(tide_pool_create(&pool, &o), 0, "%s", tide_last_error());
+	fd = test_file(LEN, SEED);
+	w = tide_map(pool, fd, 0, LEN, TIDE_PROT_READ | TIDE_PROT_WRITE, 0);
+	cr_assert_not_null(w, "%s", tide_last_error());
+	for (uint64_t i = 0; i < LEN / 8; i += 256)
+		w[i] = ~test_word(i, SEED);
+	cr_assert_eq(tide_pool_stats(pool, &s), 0);
+	cr_expect_leq(s.faults_wp * 10, npages, "%lu write-protect faults for %lu pages",
+		      (unsigned long)s.faults_wp, (unsigned long)npages);
+	cr_expect_geq(s.prefetched * 10, s.fills * 8);
+	cr_expect_gt(s.evictions_dirty, 0);
+	cr_assert_eq(tide_unmap(w), 0, "%s", tide_last_error());
+	test_pread(fd, disk, LEN, 0);
+	for (uint64_t i = 0; i < LEN / 8; i++)
+		if (disk[i] != (i % 256 ? test_word(i, SEED) : ~test_word(i, SEED)))
+			cr_assert_fail("word %lu of the file is wrong after unmap", (unsigned long)i);
+	free(disk);
+	cr_assert_eq(tide_pool_destroy(pool), 0, "%s", tide_last_error());
+	pool = NULL;
+	close(fd);
+	fd = -1;
+}

@@ -105,3 +105,14 @@ void test_pread(int fd, void *buf, size_t len, off_t off)
 		done += (size_t)n;
 	}
 }
+
+int test_reopen(int fd)
+{
+	char path[64];
+	int nfd;
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	nfd = open(path, O_RDONLY);
+	cr_assert(nfd >= 0, "reopen fd %d: %s", fd, strerror(errno));
+	return nfd;
+}

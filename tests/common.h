@@ -37,6 +37,10 @@ int test_in_child(void (*fn)(void *), void *arg, int timeout_ms);
  * AddressSanitizer, which otherwise reports the signal and exits. */
 void test_default_signal(int sig);
 
+/* A second, read-only open file description of fd's file, so checks read
+ * the file itself and nothing the mapping holds. Aborts the test on failure. */
+int test_reopen(int fd);
+
 /* pread the whole range or abort the test. */
 void test_pread(int fd, void *buf, size_t len, off_t off);
 

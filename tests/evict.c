@@ -20,9 +20,11 @@ static tide_pool *pool;
 static int fd = -1;
 static uint64_t *map;
 
-static void setup(void)
+/* A 4 KiB-page pool of BUDGET over a seeded file of LEN, mapped with prot. */
+static uint64_t *pool_and_map(int prot)
 {
 	struct tide_options o;
+	uint64_t *m;
 
 	test_require_uffd();
 	tide_options_init(&o);
@@ -31,8 +33,14 @@ static void setup(void)
 	o.flush_interval_ms = 0;
 	cr_assert_eq(tide_pool_create(&pool, &o), 0, "%s", tide_last_error());
 	fd = test_file(LEN, SEED);
-	map = tide_map(pool, fd, 0, LEN, TIDE_PROT_READ, 0);
-	cr_assert_not_null(map, "%s", tide_last_error());
+	m = tide_map(pool, fd, 0, LEN, prot, 0);
+	cr_assert_not_null(m, "%s", tide_last_error());
+	return m;
+}
+
+static void setup(void)
+{
+	map = pool_and_map(TIDE_PROT_READ);
 }
 
 static void teardown(void)
@@ -118,23 +126,13 @@ Test(evict, random_pays_no_read_ahead, .init = setup, .fini = teardown)
 
 /* A sequential writer gets its pages ahead installed writable: no
  * write-protect fault per page, and every byte reaches the file. */
-Test(evict, sequential_writes_fill_ahead_writable)
+Test(evict, sequential_writes_fill_ahead_writable, .fini = teardown)
 {
-	struct tide_options o;
 	struct tide_stats s;
-	uint64_t *w, *disk = malloc(LEN);
+	uint64_t *w = pool_and_map(TIDE_PROT_READ | TIDE_PROT_WRITE), *disk = malloc(LEN);
 	uint64_t npages = LEN / (4 * KiB);
 
-	test_require_uffd();
 	cr_assert_not_null(disk);
-	tide_options_init(&o);
-	o.budget = BUDGET;
-	o.page_size = 4 * KiB;
-	o.flush_interval_ms = 0;
-	cr_assert_eq(tide_pool_create(&pool, &o), 0, "%s", tide_last_error());
-	fd = test_file(LEN, SEED);
-	w = tide_map(pool, fd, 0, LEN, TIDE_PROT_READ | TIDE_PROT_WRITE, 0);
-	cr_assert_not_null(w, "%s", tide_last_error());
 	for (uint64_t i = 0; i < LEN / 8; i += 256)
 		w[i] = ~test_word(i, SEED);
 	cr_assert_eq(tide_pool_stats(pool, &s), 0);
@@ -148,8 +146,4 @@ Test(evict, sequential_writes_fill_ahead_writable)
 		if (disk[i] != (i % 256 ? test_word(i, SEED) : ~test_word(i, SEED)))
 			cr_assert_fail("word %lu of the file is wrong after unmap", (unsigned long)i);
 	free(disk);
-	cr_assert_eq(tide_pool_destroy(pool), 0, "%s", tide_last_error());
-	pool = NULL;
-	close(fd);
-	fd = -1;
 }

@@ -11,17 +11,6 @@
 #include "common.h"
 #include "tide.h"
 
-static int reopen(int fd)
-{
-	char path[64];
-	int nfd;
-
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-	nfd = open(path, O_RDONLY);
-	cr_assert(nfd >= 0, "reopen: %s", strerror(errno));
-	return nfd;
-}
-
 static tide_pool *make_pool(enum tide_writeback wb, size_t ps)
 {
 	struct tide_options o;
@@ -49,7 +38,7 @@ static void durable(enum tide_writeback wb, size_t ps)
 	uint64_t *disk = malloc(len);
 
 	cr_assert_not_null(p, "%s", tide_last_error());
-	other = reopen(fd);
+	other = test_reopen(fd);
 	/* Dirty every other page with words the file never held. */
 	for (size_t pg = 0; pg < len / ps; pg += 2)
 		for (size_t i = 0; i < ps / 8; i += 64)
@@ -100,7 +89,7 @@ Test(flush, range_only)
 	uint64_t w;
 
 	cr_assert_not_null(p);
-	other = reopen(fd);
+	other = test_reopen(fd);
 	p[0] = 1;             /* page 0 */
 	p[ps / 8 * 10] = 2;   /* page 10 */
 	cr_assert_eq(tide_flush(p, ps), 0);

@@ -21,19 +21,6 @@ static void buffer_pages(const char *pages)
 	cr_assert_eq(setenv("UMAP_BUFSIZE", pages, 1), 0);
 }
 
-/* A second open file description of the same file, so checks do not go
- * through anything the mapping holds. */
-static int reopen(int fd)
-{
-	char path[64];
-	int fd2;
-
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-	fd2 = open(path, O_RDONLY);
-	cr_assert(fd2 >= 0, "reopen: %s", strerror(errno));
-	return fd2;
-}
-
 static void *map_or_fail(size_t len, int prot, int fd, off_t off)
 {
 	void *p = umap(NULL, len, prot, UMAP_PRIVATE, fd, off);
@@ -121,7 +108,7 @@ Test(umap_api, fill_sort_flush_unmap)
 		pthread_join(th[t], NULL);
 
 	cr_assert_eq(umap_flush(), 0, "umap_flush: %s", strerror(errno));
-	check_fd = reopen(fd);
+	check_fd = test_reopen(fd);
 	/* After a flush the file holds the data while the region is still mapped. */
 	check_sorted_quarters(check_fd, nwords, seed);
 	cr_assert_eq(uunmap(words, size), 0, "uunmap: %s", strerror(errno));
@@ -204,7 +191,7 @@ Test(umap_api, offset_is_honoured)
 	/* A write lands at the offset in the file and nowhere before it. */
 	q[0] = 0x1122334455667788ull;
 	cr_assert_eq(uunmap(q, 64 * KiB), 0, "uunmap: %s", strerror(errno));
-	check_fd = reopen(fd);
+	check_fd = test_reopen(fd);
 	test_pread(check_fd, &word, 8, small);
 	cr_assert_eq(word, 0x1122334455667788ull);
 	test_pread(check_fd, before, 16, small - 16);
@@ -291,7 +278,7 @@ Test(umap_api, bad_arguments)
 
 	test_require_uffd();
 	fd = test_file(size, 11);
-	ro_fd = reopen(fd);
+	ro_fd = test_reopen(fd);
 	hint = mmap(NULL, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	cr_assert_neq(hint, MAP_FAILED);
 	expect_umap_error(hint, size, PROT_READ, UMAP_PRIVATE | UMAP_FIXED, fd, 0, ENOTSUP,

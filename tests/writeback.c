@@ -41,17 +41,6 @@ static struct tide_stats stats(tide_pool *pool)
 	return st;
 }
 
-static int reopen(int fd)
-{
-	char path[64];
-	int nfd;
-
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-	nfd = open(path, O_RDONLY);
-	cr_assert(nfd >= 0, "reopen: %s", strerror(errno));
-	return nfd;
-}
-
 /* What a page written by the tests holds: words no seeded file holds. */
 static uint64_t dirty_word(size_t i)
 {
@@ -69,7 +58,7 @@ static void dirty_pages(uint64_t *p, size_t ps, size_t first, size_t end)
 static void expect_file(int fd, size_t len, size_t ps, const bool *dirty, uint64_t seed)
 {
 	uint64_t *disk = malloc(len);
-	int other = reopen(fd);
+	int other = test_reopen(fd);
 
 	cr_assert_not_null(disk);
 	test_pread(other, disk, len, 0);
@@ -419,6 +408,22 @@ static void mem_fini(struct mem_store *m)
 	free(m->data);
 }
 
+/* A memory store of len bytes mapped through pool, every page dirtied
+ * (dirty[] marks them all). */
+static uint64_t *map_all_dirty(tide_pool *pool, struct mem_store *m, size_t len, size_t ps,
+			       bool *dirty)
+{
+	uint64_t *p;
+
+	mem_init(m, len);
+	p = tide_map_store(pool, &mem_ops, m, 0, len, TIDE_PROT_READ | TIDE_PROT_WRITE, 0);
+	cr_assert_not_null(p, "%s", tide_last_error());
+	dirty_pages(p, ps, 0, len / ps);
+	for (size_t i = 0; i < len / ps; i++)
+		dirty[i] = true;
+	return p;
+}
+
 /* The store holds dirty_word in the pages marked dirty, its seed elsewhere. */
 static void expect_store(const struct mem_store *m, size_t ps, const bool *dirty)
 {
@@ -444,12 +449,7 @@ Test(writeback, failed_run_stays_dirty)
 	bool dirty[64], none[64] = { 0 };
 	uint64_t *p;
 
-	mem_init(&m, len);
-	p = tide_map_store(pool, &mem_ops, &m, 0, len, TIDE_PROT_READ | TIDE_PROT_WRITE, 0);
-	cr_assert_not_null(p, "%s", tide_last_error());
-	dirty_pages(p, ps, 0, npages);
-	for (size_t i = 0; i < npages; i++)
-		dirty[i] = true;
+	p = map_all_dirty(pool, &m, len, ps, dirty);
 	m.fail_writes = 1;
 	a = stats(pool);
 	cr_expect_eq(tide_flush(p, len), -EIO, "flush on a failing store");
@@ -487,12 +487,7 @@ Test(writeback, short_write_fails_the_rest)
 	bool dirty[64];
 	uint64_t *p;
 
-	mem_init(&m, len);
-	p = tide_map_store(pool, &mem_ops, &m, 0, len, TIDE_PROT_READ | TIDE_PROT_WRITE, 0);
-	cr_assert_not_null(p, "%s", tide_last_error());
-	dirty_pages(p, ps, 0, npages);
-	for (size_t i = 0; i < npages; i++)
-		dirty[i] = true;
+	p = map_all_dirty(pool, &m, len, ps, dirty);
 	m.short_writes = 1;
 	a = stats(pool);
 	/* Four runs of 16 pages; each write stores 8 pages and 100 bytes. */
@@ -595,12 +590,7 @@ ParameterizedTest(enum tide_writeback *wb, writeback, redirtied_page_of_run)
 	bool dirty[16];
 	uint64_t *p, *w;
 
-	mem_init(&m, len);
-	p = tide_map_store(pool, &mem_ops, &m, 0, len, TIDE_PROT_READ | TIDE_PROT_WRITE, 0);
-	cr_assert_not_null(p, "%s", tide_last_error());
-	dirty_pages(p, ps, 0, npages);
-	for (size_t i = 0; i < npages; i++)
-		dirty[i] = true;
+	p = map_all_dirty(pool, &m, len, ps, dirty);
 	w = p + hot * ps / 8;
 	a = stats(pool);
 	m.hold = 1;

@@ -158,6 +158,23 @@ static unsigned drop_ranges(struct tide_pool *p, struct iovec *iov, unsigned n)
 	return calls;
 }
 
+/* Pages [first, end) of r, just written back for eviction, leave in one
+ * call. */
+void tide__pool_drop_span(struct tide_pool *p, struct region *r, uint64_t first, uint64_t end)
+{
+	struct iovec iov = {
+		.iov_base = tide__page_addr(r, first),
+		.iov_len = (size_t)(end - first) << r->page_shift,
+	};
+
+	p->st.c.drop_calls += drop_ranges(p, &iov, 1);
+	for (uint64_t q = first; q < end; q++) {
+		p->st.c.evictions++;
+		p->st.c.evictions_dirty++;
+		tide__frame_free(p, tide__slot(r, q));
+	}
+}
+
 /*
  * Drop a batch of clean victims, adjacent pages merged into one range: each
  * madvise costs a TLB shootdown on the other vCPU (~17 us here) when an app

@@ -32,7 +32,6 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "internal.h"
 
@@ -151,18 +150,6 @@ static void writeback_failed(struct tide_pool *p, struct region *r, ssize_t res,
 	}
 }
 
-/* Evicted pages [first, end) leave with one MADV_DONTNEED. */
-static void drop_span(struct tide_pool *p, struct region *r, uint64_t first, uint64_t end)
-{
-	madvise(tide__page_addr(r, first), (size_t)(end - first) << r->page_shift, MADV_DONTNEED);
-	p->st.c.drop_calls++;
-	for (uint64_t q = first; q < end; q++) {
-		p->st.c.evictions++;
-		p->st.c.evictions_dirty++;
-		tide__frame_free(p, tide__slot(r, q));
-	}
-}
-
 /*
  * Each page of a finished run takes its next state: DIRTY if it was written
  * meanwhile or not stored, else dropped (eviction) or CLEAN (flush, timer).
@@ -201,7 +188,7 @@ static void run_settle(struct tide_pool *p, struct region *r, uint64_t first, ui
 		if (state == FRAME_DIRTY)
 			tide__uffd_wp(p->uffd, tide__page_addr(r, q), (size_t)(end - q) * ps, false, true);
 		else if (state == FRAME_WRITEBACK)
-			drop_span(p, r, q, end);
+			tide__pool_drop_span(p, r, q, end);
 	}
 }
 

@@ -218,6 +218,13 @@ void tide__waiters_run(struct tide_pool *p)
 		if (!p->waiting)
 			p->waiting_tail = &p->waiting;
 		p->waiting_bytes -= r->page_size;
+		/* The fault that waited ended a sequential run whose read-ahead
+		 * found no room then: resume it now, or every later page of
+		 * the run is a demand fault that waits alone. Only when no
+		 * other fault waits, so read-ahead never takes their room. */
+		if (!p->waiting && r->seq_run >= 2 && r->next_seq_page == pf->page + 1 &&
+		    ra_window(p, r))
+			ra_fill(p, r, pf->page + 1, pf->page + ra_window(p, r));
 		free(pf);
 	}
 }

@@ -8,7 +8,8 @@
  *   uffd2  two app threads: one shared uffd vs one uffd + handler per vCPU
  *   wp     write-protect fault + UFFDIO_WRITEPROTECT clear round trip
  *   pager  a minimal pager at its budget: pread from the page cache of --file,
- *          UFFDIO_COPY, MADV_DONTNEED of the oldest page, per fault
+ *          UFFDIO_COPY, MADV_DONTNEED of the oldest page, per fault; and the
+ *          same filling by UFFDIO_MOVE of a staging page (pager.move_same)
  *   uring  io_uring O_DIRECT with fixed buffers on --file
  *   mmap   kernel mmap of --file under a cgroup v1 memory limit of --budget
  *   mkfile write --file with --size bytes of data and fsync it
@@ -21,6 +22,7 @@
 #include <signal.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -54,6 +56,7 @@ struct handler {
 	 * first, and keep at most `keep` pages resident, dropping the oldest
 	 * with MADV_DONTNEED, as a pool at its budget must on every fill. */
 	int fd;
+	char *stage;             /* pager_move: pread lands here, UFFDIO_MOVE takes it */
 	size_t keep, kept, oldest;   /* oldest: next slot of the FIFO to reuse */
 	char **resident;
 	pthread_t thread;
@@ -71,14 +74,24 @@ struct app {
 	pthread_t thread;
 };
 
+static bool pager_move;           /* test_pager: fill by UFFDIO_MOVE from a staging page */
+
 static void pager_fill(struct handler *h, char *a)
 {
 	uint64_t off = ((uintptr_t)a / h->page * h->page) % (file_size / h->page * h->page);
 	int ret;
 
-	if (pread(h->fd, h->src, h->page, (off_t)off) != (ssize_t)h->page)
+	if (pread(h->fd, h->stage ? h->stage : h->src, h->page, (off_t)off) != (ssize_t)h->page)
 		die("pread %s: %s", file, strerror(errno));
-	ret = tide__uffd_copy(h->uffd, a, h->src, h->page, 0, NULL);
+	if (h->stage) {
+		/* The page itself moves: no copy, but the next pread faults a
+		 * new zeroed page into the staging slot. */
+		struct uffdio_move mv = { .dst = (uintptr_t)a, .src = (uintptr_t)h->stage,
+					  .len = h->page };
+		ret = ioctl(h->uffd, UFFDIO_MOVE, &mv) < 0 ? -errno : 0;
+	} else {
+		ret = tide__uffd_copy(h->uffd, a, h->src, h->page, 0, NULL);
+	}
 	if (ret == -EEXIST)
 		ret = tide__uffd_wake(h->uffd, a, h->page);
 	if (ret < 0)
@@ -133,7 +146,8 @@ static void handler_start(struct handler *h, int cpu, bool poll, size_t page)
 	h->uffd = tide__uffd_open(poll ? O_NONBLOCK : 0, NULL);
 	if (h->uffd < 0)
 		die("userfaultfd: %s", strerror(-h->uffd));
-	int ret = tide__uffd_api(h->uffd, UFFD_FEATURE_PAGEFAULT_FLAG_WP, NULL);
+	int ret = tide__uffd_api(h->uffd, UFFD_FEATURE_PAGEFAULT_FLAG_WP |
+				 (pager_move ? UFFD_FEATURE_MOVE : 0), NULL);
 	if (ret < 0)
 		die("UFFDIO_API: %s", strerror(-ret));
 	h->cpu = cpu;
@@ -160,6 +174,8 @@ static void handler_pager(struct handler *h, size_t keep)
 			die("warm %s: %s", file, strerror(errno));
 	free(buf);
 	h->keep = keep;
+	if (pager_move)
+		h->stage = map_aligned(h->page, h->page);
 	h->resident = calloc(keep, sizeof(*h->resident));
 	if (!h->resident)
 		die("out of memory");
@@ -174,6 +190,8 @@ static void handler_stop(struct handler *h)
 		close(h->fd);
 		free(h->resident);
 	}
+	if (h->stage)
+		munmap(h->stage, h->page);
 	munmap(h->src, h->page);
 	munmap(h->stop_page, h->page);
 }
@@ -323,6 +341,22 @@ static void test_pager(void)
 	uffd_one("same", 0, 0, false, 4 * KiB, false, true);
 	uffd_one("unpinned", -1, -1, false, 4 * KiB, false, true);
 	uffd_one("same", 0, 0, false, 64 * KiB, false, true);
+	/* The same pager filling with UFFDIO_MOVE (6.8+) instead of a copy:
+	 * what tide would gain from staging pages that are not io_uring fixed
+	 * buffers (a pinned page cannot move). */
+	int probe = tide__uffd_open(0, NULL);
+	bool can_move = probe >= 0 && tide__uffd_api(probe, UFFD_FEATURE_MOVE, NULL) == 0;
+
+	if (probe >= 0)
+		close(probe);
+	if (!can_move) {
+		printf("{\"name\":\"pager.move\",\"skip\":\"no UFFD_FEATURE_MOVE\"}\n");
+		return;
+	}
+	pager_move = true;
+	uffd_one("move_same", 0, 0, false, 4 * KiB, false, true);
+	uffd_one("move_same", 0, 0, false, 64 * KiB, false, true);
+	pager_move = false;
 }
 
 static void test_wp(void)

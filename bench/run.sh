@@ -62,6 +62,12 @@ part_tide() {
 	# unpinned with idle vCPUs kept polling (TIDE_WAKE_POLL_US).
 	TIDE_SERVICE_CPU=0 "$fault" --secs "$secs" --file "$data" --budget "$budget" --app-cpu 0 \
 		permread:cache:4k randread:cache:4k | tag "$1" >>"$jsonl" || true
+	# Two app threads, pinned one per vCPU, each faulting its own region:
+	# one service thread, then one shard per vCPU (TIDE_SERVICE_THREADS).
+	"$fault" --secs "$secs" --file "$data" --budget "$budget" --app-cpu 0 \
+		permread:cache:4k:fixed:2 | tag "$1" >>"$jsonl" || true
+	TIDE_SERVICE_THREADS=2 "$fault" --secs "$secs" --file "$data" --budget "$budget" --app-cpu 0 \
+		--tag shards permread:cache:4k:fixed:2 | tag "$1" >>"$jsonl" || true
 	TIDE_WAKE_POLL_US=${TIDE_WAKE_POLL_US:-200} "$fault" --secs "$secs" --file "$data" \
 		--budget "$budget" --tag wakepoll permread:cache:4k randread:cache:4k \
 		randread:cache:4k:fixed:2 | tag "$1" >>"$jsonl" || true
@@ -164,8 +170,12 @@ END {
 	row("fill per fault vs a minimal pager (pread + COPY + DONTNEED, same vCPU)", "tide.randread.cache.4k", "faults_per_s", "pager.same.4k", "per_s", "")
 	row("same, pinned to one vCPU, vs the minimal pager", "tide.randread.cache.4k.pin0", "faults_per_s", "pager.same.4k", "per_s", "")
 	row("fill per fault, 64 KiB, page cache (vs uffd same-vCPU 64 KiB)", "tide.randread.cache.64k", "faults_per_s", "uffd.same.64k", "per_s", "")
-	row("two app threads, 4 KiB, page cache (vs one uffd + handler per vCPU)", "tide.randread.cache.4k.t2", "faults_per_s", "uffd2.percpu.4k", "per_s", 0.7)
+	row("two app threads, one vCPU each, own regions, TIDE_SERVICE_THREADS=2 (vs one uffd + handler per vCPU)", "tide.permread.cache.4k.t2.pin0.shards", "faults_per_s", "uffd2.percpu.4k", "per_s", 0.7)
+	row("same, one service thread", "tide.permread.cache.4k.t2.pin0", "faults_per_s", "uffd2.percpu.4k", "per_s", 0.7)
+	row("two app threads sharing a region, default placement, full pool", "tide.randread.cache.4k.t2", "faults_per_s", "uffd2.percpu.4k", "per_s", 0.7)
 	row("same, TIDE_WAKE_POLL_US=200", "tide.randread.cache.4k.t2.wakepoll", "faults_per_s", "uffd2.percpu.4k", "per_s", 0.7)
+	row("raw pager filling by UFFDIO_MOVE of a staging page (vs by UFFDIO_COPY), 4 KiB", "pager.move_same.4k", "per_s", "pager.same.4k", "per_s", "")
+	row("same, 64 KiB", "pager.move_same.64k", "per_s", "pager.same.64k", "per_s", "")
 	row("sequential fill from disk, 64 KiB pages (vs io_uring seq read QD32)", "tide.seqread.disk.64k", "fill_mbps", "uring.seqread.64k.qd32", "mbps", 0.9, "MB/s")
 	row("random 4 KiB fill, 8 app threads (vs io_uring rand read QD8)", "tide.randread.disk.4k.t8", "fills_per_s", "uring.randread.4k.qd8", "per_s", 0.7)
 	row("eviction of contiguous dirty pages, fixed, 64 KiB, fills free (vs io_uring seq write QD32)", "tide.seqwrite.fresh.64k.fixed", "wb_mbps", "uring.seqwrite.64k.qd32", "mbps", 0.8, "MB/s")

@@ -177,13 +177,16 @@ static void check_uffd(struct doctor *d)
 	}
 }
 
-/* The bounce size a pool would register with the current TIDE_* settings. */
+/* The bounce size a pool would register with the current TIDE_* settings
+ * (with shards, each registers its share). */
 static uint64_t pool_bounce(void)
 {
 	struct tide_options o;
+	unsigned n;
 
 	tide_options_init(&o);
-	return o.bounce ? o.bounce : tide__default_bounce(o.budget);
+	n = o.service_threads;
+	return (uint64_t)n * (o.bounce ? o.bounce / n : tide__default_bounce(o.budget / n));
 }
 
 static void check_uring(struct doctor *d)

@@ -5,7 +5,8 @@
  * file, or anything that implements struct tide_store_ops) into the address
  * space; page faults on a region are served by the pool's service thread,
  * which fills pages from the store, keeps at most `budget` bytes resident and
- * writes dirty pages back when it evicts them.
+ * writes dirty pages back when it evicts them. A pool created with
+ * service_threads = N > 1 is N such shards, each with 1/N of the budget.
  *
  * Error contract: functions returning int return 0 (or a non-negative count)
  * on success and a negative errno value on failure. Functions returning a
@@ -60,14 +61,17 @@ struct tide_options {
 	int verbose;                /* TIDE_VERBOSE: print the effective settings */
 	unsigned wake_poll_us;      /* TIDE_WAKE_POLL_US: keep idle CPUs polling this long after a fault */
 	size_t write_max;           /* TIDE_WRITE_MAX: longest write-back I/O, bytes */
-	uint64_t reserved[7];       /* zero; room to grow without breaking the ABI */
+	unsigned service_threads;   /* TIDE_SERVICE_THREADS: shards, each with a service thread */
+	uint32_t reserved32;        /* zero */
+	uint64_t reserved[6];       /* zero; room to grow without breaking the ABI */
 };
 
 void tide_options_init(struct tide_options *opts);
 
 /*
- * Create a pool and start its service thread. `opts` may be NULL for the
- * defaults (with the environment applied). Returns 0 and sets *pool, or:
+ * Create a pool and start its service thread (service_threads > 1: one per
+ * shard, see docs/design.md). `opts` may be NULL for the defaults (with the
+ * environment applied). Returns 0 and sets *pool, or:
  * -EINVAL for an invalid option, -EPERM when userfaultfd may not be used
  * (tide_last_error() says how to grant it), -ENOSYS when the kernel lacks
  * userfaultfd or a feature tide needs, -ENOMEM.
@@ -148,7 +152,8 @@ int tide_flush(void *addr, size_t length);
  * when those fills are done. -EINVAL if the range is not inside one region. */
 int tide_prefetch(void *addr, size_t length);
 
-/* The pool that serves `addr`, or NULL (errno EINVAL). */
+/* The pool that serves `addr` (the one tide_pool_create returned, also
+ * when it has shards), or NULL (errno EINVAL). */
 tide_pool *tide_pool_of(const void *addr);
 
 /* Region page size, or -EINVAL if addr is not in a region. */

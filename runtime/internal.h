@@ -25,6 +25,7 @@
 #define TIDE_MIN_PAGES  4u          /* a pool holds at least this many pages of a region */
 #define TIDE_MAX_WRITE  (1u << 30)  /* TIDE_WRITE_MAX: a store length fits an io_uring SQE */
 #define TIDE_NO_FRAME   UINT32_MAX
+#define TIDE_MAX_SHARDS 64u         /* TIDE_SERVICE_THREADS */
 
 #define container_of(ptr, type, member) \
 	((type *)((char *)(ptr) - offsetof(type, member)))
@@ -45,6 +46,7 @@ struct tide__option {
 	size_t offset;           /* in struct tide_options */
 	const char *def;         /* default, as text */
 	const char *help;
+	long min, max;           /* OPT_UINT: accepted range when max > 0 */
 };
 extern const struct tide__option tide__options[];
 extern const size_t tide__noptions;
@@ -65,6 +67,12 @@ struct tide__stats {
 };
 void tide__stats_latency(struct tide__stats *s, uint64_t ns);
 void tide__stats_snapshot(const struct tide__stats *s, struct tide_stats *out);
+/* Shards: add one shard's snapshot `s` and its histogram `h` to `sum` and
+ * `all`; then tide__stats_sum_latency() puts the latency of all faults in
+ * `sum`, from the summed buckets. */
+void tide__stats_sum(struct tide_stats *sum, struct tide__stats *all,
+		     const struct tide_stats *s, const struct tide__stats *h);
+void tide__stats_sum_latency(struct tide_stats *sum, const struct tide__stats *all);
 
 /* ---- bounce.c: runtime-owned staging memory, registered with io_uring ---- */
 struct tide__bounce {
@@ -182,6 +190,7 @@ struct region *tide__region_find(struct tide_pool *p, uintptr_t addr); /* servic
 void tide__region_free(struct region *r);
 int tide__region_attach(struct tide_pool *p, struct region *r);        /* service thread */
 void tide__region_detach(struct tide_pool *p, struct region *r);       /* service thread */
+size_t tide__regions_of(const struct tide_pool *p); /* mapped, its shards' included; any thread */
 
 /* ---- fault.c / fill.c ---- */
 void tide__fault(struct tide_pool *p, const struct uffd_msg *m, uint64_t now);
@@ -221,6 +230,7 @@ struct request {
 	uint64_t filled;         /* prefetch: fills started */
 	struct request *wait_next; /* on an epoch's waiters */
 	struct tide_stats *stats;
+	struct tide__stats *raw; /* stats: the histogram too, when not NULL */
 	int result;
 	struct tide_io io;       /* the store flush */
 	uv_sem_t done;
@@ -231,6 +241,17 @@ void tide__request_start(struct tide_pool *p, struct request *req);
 void tide__loop_stop(struct tide_pool *p);
 void tide__request_finish(struct tide_pool *p, struct request *req, int result);
 void tide__requests_progress(struct tide_pool *p);
+
+/* One pool with its own service thread: a pool of service_threads = 1, or a
+ * shard of `parent`, numbered `shard` (opts are checked already). */
+int tide__pool_start(struct tide_pool **out, const struct tide_options *opts,
+		     struct tide_pool *parent, unsigned shard);
+
+/* ---- shard.c: a pool of service_threads > 1 ---- */
+int tide__shards_create(struct tide_pool **out, const struct tide_options *opts);
+int tide__shards_destroy(struct tide_pool *p);
+int tide__shards_stats(struct tide_pool *p, struct tide_stats *stats);
+struct tide_pool *tide__shard_pick(struct tide_pool *p);  /* for a new region */
 
 /* ---- watchdog.c: debug report of a stuck service loop ---- */
 int tide__watchdog_start(struct tide_pool *p);
@@ -254,6 +275,15 @@ struct pending_fault {
 
 struct tide_pool {
 	struct tide_options opt;
+
+	/* shard.c. A parent (nshards > 1) has only opt, owner, its shards and
+	 * the keepers; everything else below is unused in it. */
+	struct tide_pool *parent; /* a shard: the pool the user created; else NULL */
+	unsigned shard;           /* a shard: its index in the parent */
+	struct tide_pool **shards;/* a parent: nshards pools with a service thread each */
+	unsigned nshards;
+	unsigned next_shard;      /* a parent: round robin for tide_map off the shards' CPUs */
+
 	int uffd;
 	uint64_t uffd_features;
 	int drop_pidfd;           /* this process, for process_madvise; -1 if unusable */
@@ -308,7 +338,8 @@ struct tide_pool {
 	struct tide__stats st;
 	bool stopping;
 
-	/* keeper.c: SCHED_IDLE pollers, one per CPU, while faults flow */
+	/* keeper.c: SCHED_IDLE pollers, one per CPU, while faults flow; with
+	 * shards only the parent has them, and every shard kicks them */
 	struct keeper *keepers;
 	int nkeepers;
 	uint64_t keep_until;      /* ns: spin until then */

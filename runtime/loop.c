@@ -92,9 +92,11 @@ static int pass(struct tide_pool *p)
 	} while (n);
 	p->doing = "waiting in the event loop";
 	if (work) {
+		struct tide_pool *kp = p->parent ? p->parent : p;
+
 		__atomic_store_n(&p->last_progress_ns, tide__now_ns(), __ATOMIC_RELAXED);
-		if (p->keepers)
-			tide__keepers_kick(p);
+		if (kp->keepers)
+			tide__keepers_kick(kp);
 	}
 	return work;
 }
@@ -172,10 +174,16 @@ static void stop_loop(struct tide_pool *p)
 static void service_main(void *arg)
 {
 	struct tide_pool *p = arg;
+	char name[16];
 	int ret;
 
 	tide__ring_set_service(p);
-	pthread_setname_np(pthread_self(), "tide-service");
+	/* Shards are told apart by number: tide-service-0, tide-service-1... */
+	if (p->parent)
+		snprintf(name, sizeof(name), "tide-service-%u", p->shard);
+	else
+		snprintf(name, sizeof(name), "tide-service");
+	pthread_setname_np(pthread_self(), name);
 	if (p->opt.service_cpu >= 0) {
 		cpu_set_t set;
 
@@ -303,21 +311,35 @@ static int open_uffd(struct tide_pool *p)
 
 int tide_pool_create(tide_pool **out, const struct tide_options *opts)
 {
-	struct tide_pool *p;
+	struct tide_options o;
 	int ret;
 
 	if (!out)
 		return tide__fail(-EINVAL, "pool pointer is NULL");
+	if (opts)
+		o = *opts;
+	else
+		tide_options_init(&o);
+	ret = tide__options_check(&o);
+	if (ret < 0)
+		return ret;
+	if (o.service_threads > 1)
+		return tide__shards_create(out, &o);
+	return tide__pool_start(out, &o, NULL, 0);
+}
+
+int tide__pool_start(struct tide_pool **out, const struct tide_options *opts,
+		     struct tide_pool *parent, unsigned shard)
+{
+	struct tide_pool *p;
+	int ret;
+
 	p = calloc(1, sizeof(*p));
 	if (!p)
 		return tide__fail(-ENOMEM, "out of memory for a pool");
-	if (opts)
-		p->opt = *opts;
-	else
-		tide_options_init(&p->opt);
-	ret = tide__options_check(&p->opt);
-	if (ret < 0)
-		goto fail_options;
+	p->opt = *opts;
+	p->parent = parent;
+	p->shard = shard;
 	p->high_bytes = p->opt.budget / 100 * p->opt.high_water;
 	p->low_bytes = p->opt.budget / 100 * p->opt.low_water;
 	if (!p->opt.bounce)
@@ -328,7 +350,7 @@ int tide_pool_create(tide_pool **out, const struct tide_options *opts)
 	p->waiting_tail = &p->waiting;
 	ret = open_uffd(p);
 	if (ret < 0)
-		goto fail_options;
+		goto fail_uffd;
 	/* For batched drops; without it each range gets its own madvise. */
 	p->drop_pidfd = (int)syscall(SYS_pidfd_open, p->owner, 0U);
 	ret = tide__bounce_init(&p->bounce, p->opt.bounce);
@@ -345,9 +367,14 @@ int tide_pool_create(tide_pool **out, const struct tide_options *opts)
 	p->writeback = choose_writeback(p);
 	p->opt.writeback = p->writeback;
 	pthread_mutex_init(&p->lock, NULL);
-	if (p->opt.verbose) {
+	if (p->opt.verbose && !parent) {
 		tide__options_print(stderr, &p->opt);
 		tide__info("bounce buffers %zu bytes (%s), write-back %s",
+			   p->bounce.size, p->bounce.registered ? "registered" : "not registered",
+			   tide_writeback_name(p->writeback));
+	} else if (p->opt.verbose) {
+		tide__info("shard %u: service thread on CPU %d, budget %zu bytes, bounce buffers "
+			   "%zu bytes (%s), write-back %s", shard, p->opt.service_cpu, p->opt.budget,
 			   p->bounce.size, p->bounce.registered ? "registered" : "not registered",
 			   tide_writeback_name(p->writeback));
 	}
@@ -365,7 +392,8 @@ int tide_pool_create(tide_pool **out, const struct tide_options *opts)
 	p->last_progress_ns = tide__now_ns();
 	if (!p->start_error && tide__watchdog_start(p) < 0)
 		tide__warn("cannot start the watchdog thread; running without it");
-	if (!p->start_error && (ret = tide__keepers_start(p)) < 0)
+	/* A shard's faults kick its parent's keepers: one set per pool. */
+	if (!p->start_error && !parent && (ret = tide__keepers_start(p)) < 0)
 		tide__warn("cannot start the wake-poll threads (%s); running without them",
 			   strerror(-ret));
 	if (p->start_error) {
@@ -390,7 +418,7 @@ fail_bounce:
 	if (p->drop_pidfd >= 0)
 		close(p->drop_pidfd);
 	close(p->uffd);
-fail_options:
+fail_uffd:
 	free(p);
 	return ret;
 }
@@ -402,6 +430,8 @@ int tide_pool_destroy(tide_pool *p)
 
 	if (!p)
 		return tide__fail(-EINVAL, "pool is NULL");
+	if (p->nshards)
+		return tide__shards_destroy(p);
 	ret = tide__request(p, &req);
 	if (ret == -EBUSY)
 		return tide__fail(ret, "the pool still has mapped regions: tide_unmap() them first");
@@ -438,6 +468,8 @@ int tide_pool_stats(tide_pool *p, struct tide_stats *stats)
 
 	if (!p || !stats)
 		return tide__fail(-EINVAL, "pool or stats are NULL");
+	if (p->nshards)
+		return tide__shards_stats(p, stats);
 	return tide__request(p, &req);
 }
 

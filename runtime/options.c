@@ -13,7 +13,10 @@
 #include "internal.h"
 
 #define OPT(field, kind, def, help) \
-	{ "TIDE_" #field, kind, offsetof(struct tide_options, FIELD_##field), def, help }
+	{ "TIDE_" #field, kind, offsetof(struct tide_options, FIELD_##field), def, help, 0, 0 }
+/* A count that the environment may only set within [lo, hi]. */
+#define OPT_RANGE(field, def, lo, hi, help) \
+	{ "TIDE_" #field, OPT_UINT, offsetof(struct tide_options, FIELD_##field), def, help, lo, hi }
 #define FIELD_BUDGET budget
 #define FIELD_PAGE_SIZE page_size
 #define FIELD_HIGH_WATER high_water
@@ -30,6 +33,11 @@
 #define FIELD_WATCHDOG watchdog_s
 #define FIELD_VERBOSE verbose
 #define FIELD_WAKE_POLL_US wake_poll_us
+#define FIELD_SERVICE_THREADS service_threads
+
+/* The ABI: fields come out of reserved[], the struct keeps its size. */
+_Static_assert(sizeof(void *) != 8 || sizeof(struct tide_options) == 136,
+	       "struct tide_options changed size");
 
 const struct tide__option tide__options[] = {
 	OPT(BUDGET, OPT_SIZE, "256M", "bytes of pages the pool keeps resident (K/M/G, KiB/MiB/GiB)"),
@@ -43,7 +51,8 @@ const struct tide__option tide__options[] = {
 	OPT(FLUSH_INTERVAL, OPT_UINT, "1000", "milliseconds between background write-back passes; 0 turns them off"),
 	OPT(SPIN_US, OPT_UINT, "0", "microseconds the service thread keeps polling after activity before it sleeps"),
 	OPT(WAKE_POLL_US, OPT_UINT, "0", "microseconds idle CPUs keep polling (SCHED_IDLE threads) after the service thread served a fault, so wake-ups skip a halted vCPU; 0 turns it off"),
-	OPT(SERVICE_CPU, OPT_INT, "-1", "CPU to pin the service thread to; -1 leaves it to the scheduler"),
+	OPT(SERVICE_CPU, OPT_INT, "-1", "CPU to pin the service thread to; -1 leaves it to the scheduler (must stay -1 with TIDE_SERVICE_THREADS > 1)"),
+	OPT_RANGE(SERVICE_THREADS, "1", 1, TIDE_MAX_SHARDS, "service threads, 1-64; N > 1 splits the pool into N shards, each with its own service thread pinned to one CPU, userfaultfd, io_uring ring, bounce buffers and 1/N of the budget; a region is served by the shard on the CPU that maps it (else round robin); see docs/design.md, Shards"),
 	OPT(ODIRECT, OPT_BOOL, "1", "open file stores with O_DIRECT where the filesystem allows"),
 	OPT(READ_AHEAD, OPT_UINT, "256", "pages filled ahead of a sequential run of faults, at most 4 MiB, in reads of up to 512 KiB; 0 turns it off"),
 	OPT(WATCHDOG, OPT_UINT, "0", "debug: report a service loop stuck for this many seconds with faults pending"),
@@ -124,7 +133,7 @@ static int option_set(struct tide_options *o, const struct tide__option *opt, co
 		*(size_t *)field = (size_t)size;
 		return 0;
 	case OPT_UINT:
-		if (parse_long(text, 0, UINT32_MAX, &v) < 0)
+		if (parse_long(text, opt->max ? opt->min : 0, opt->max ? opt->max : UINT32_MAX, &v) < 0)
 			return -EINVAL;
 		*(unsigned *)field = (unsigned)v;
 		return 0;
@@ -179,9 +188,21 @@ int tide__options_check(const struct tide_options *o)
 	    o->page_size > TIDE_MAX_PAGE)
 		return tide__fail(-EINVAL, "page size %zu is not a power of two from 4 KiB to 2 MiB",
 				  o->page_size);
+	if (o->service_threads < 1 || o->service_threads > TIDE_MAX_SHARDS)
+		return tide__fail(-EINVAL, "service_threads %u is outside 1..%u",
+				  o->service_threads, TIDE_MAX_SHARDS);
 	if (o->budget / o->page_size < TIDE_MIN_PAGES)
 		return tide__fail(-EINVAL, "budget %zu bytes holds fewer than %u pages of %zu bytes",
 				  o->budget, TIDE_MIN_PAGES, o->page_size);
+	if (o->budget / o->service_threads / o->page_size < TIDE_MIN_PAGES)
+		return tide__fail(-EINVAL, "budget %zu bytes split over service_threads %u leaves %zu "
+				  "bytes per shard, fewer than %u pages of %zu bytes",
+				  o->budget, o->service_threads, o->budget / o->service_threads,
+				  TIDE_MIN_PAGES, o->page_size);
+	if (o->service_threads > 1 && o->service_cpu >= 0)
+		return tide__fail(-EINVAL, "service_cpu %d cannot be used with service_threads %u: "
+				  "each shard pins its own service thread (leave service_cpu at -1)",
+				  o->service_cpu, o->service_threads);
 	if (o->high_water < 1 || o->high_water > 100 || o->low_water < 1 ||
 	    o->low_water >= o->high_water)
 		return tide__fail(-EINVAL, "watermarks must satisfy 0 < low (%u) < high (%u) <= 100",
@@ -195,6 +216,10 @@ int tide__options_check(const struct tide_options *o)
 	if (o->bounce && o->bounce < 2 * (size_t)TIDE_MAX_PAGE)
 		return tide__fail(-EINVAL, "bounce size %zu is below 4 MiB (two 2 MiB pages)",
 				  o->bounce);
+	if (o->bounce && o->bounce / o->service_threads < 2 * (size_t)TIDE_MAX_PAGE)
+		return tide__fail(-EINVAL, "bounce size %zu split over service_threads %u leaves %zu "
+				  "bytes per shard, below 4 MiB (two 2 MiB pages)",
+				  o->bounce, o->service_threads, o->bounce / o->service_threads);
 	return 0;
 }
 

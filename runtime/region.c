@@ -98,6 +98,17 @@ static void registry_remove(struct region *r)
 	pthread_rwlock_unlock(&registry_lock);
 }
 
+size_t tide__regions_of(const struct tide_pool *p)
+{
+	size_t n = 0;
+
+	pthread_rwlock_rdlock(&registry_lock);
+	for (size_t i = 0; i < nregistry; i++)
+		n += registry[i].pool == p || registry[i].pool->parent == p;
+	pthread_rwlock_unlock(&registry_lock);
+	return n;
+}
+
 struct region *tide__region_find(struct tide_pool *p, uintptr_t addr)
 {
 	size_t lo = 0, hi = p->nregions;
@@ -184,6 +195,10 @@ static int check_geometry(tide_pool *p, uint64_t offset, size_t length, int prot
 				  (unsigned long long)offset, length, ps);
 	if (!(prot & TIDE_PROT_READ) || (prot & ~(TIDE_PROT_READ | TIDE_PROT_WRITE)))
 		return tide__fail(-EINVAL, "prot must be TIDE_PROT_READ, optionally with TIDE_PROT_WRITE");
+	if (p->opt.budget / ps < TIDE_MIN_PAGES && p->parent)
+		return tide__fail(-ENOMEM, "the budget of a shard (%zu bytes: %zu over service_threads %u) "
+				  "holds fewer than %u pages of %zu bytes", p->opt.budget,
+				  p->parent->opt.budget, p->parent->nshards, TIDE_MIN_PAGES, ps);
 	if (p->opt.budget / ps < TIDE_MIN_PAGES)
 		return tide__fail(-ENOMEM, "the pool's budget (%zu bytes) holds fewer than %u pages of %zu bytes",
 				  p->opt.budget, TIDE_MIN_PAGES, ps);
@@ -268,11 +283,15 @@ fail:
 
 void *tide_map(tide_pool *p, int fd, off_t offset, size_t length, int prot, size_t page_size)
 {
-	size_t ps = p ? resolve_page_size(p, page_size) : 0;
+	size_t ps;
 	struct stat st;
 	void *store, *addr;
 	int ret, acc;
 
+	/* A pool with shards maps through one of them; the region is its. */
+	if (p && p->nshards)
+		p = tide__shard_pick(p);
+	ps = p ? resolve_page_size(p, page_size) : 0;
 	ret = offset < 0 ? tide__fail(-EINVAL, "offset is negative")
 			 : check_geometry(p, (uint64_t)offset, length, prot, ps);
 	if (ret < 0)
@@ -330,9 +349,13 @@ fail:
 void *tide_map_store(tide_pool *p, const struct tide_store_ops *ops, void *store,
 		     uint64_t offset, size_t length, int prot, size_t page_size)
 {
-	size_t ps = p ? resolve_page_size(p, page_size) : 0;
-	int ret = check_geometry(p, offset, length, prot, ps);
+	size_t ps;
+	int ret;
 
+	if (p && p->nshards)
+		p = tide__shard_pick(p);
+	ps = p ? resolve_page_size(p, page_size) : 0;
+	ret = check_geometry(p, offset, length, prot, ps);
 	if (ret == 0 && (!ops || !ops->read || ((prot & TIDE_PROT_WRITE) && (!ops->write || !ops->flush))))
 		ret = tide__fail(-EINVAL, "a store needs read, and write and flush when mapped writable");
 	if (ret < 0) {
@@ -399,7 +422,8 @@ tide_pool *tide_pool_of(const void *addr)
 		tide__fail(-EINVAL, "%p is not in a tide region", addr);
 		return NULL;
 	}
-	return e.pool;
+	/* A shard is internal: the caller knows the pool it created. */
+	return e.pool->parent ? e.pool->parent : e.pool;
 }
 
 ssize_t tide_page_size_of(const void *addr)

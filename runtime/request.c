@@ -38,6 +38,8 @@ void tide__request_start(struct tide_pool *p, struct request *req)
 		return;
 	case REQ_STATS:
 		stats_snapshot(p, req->stats);
+		if (req->raw)
+			*req->raw = p->st;
 		tide__request_finish(p, req, 0);
 		return;
 	case REQ_STOP:

@@ -1,7 +1,8 @@
 /*
  * Counters and the fault latency histogram. Latencies go into log-linear
  * buckets (8 per power of two, so percentiles are within 12.5%) without
- * allocation on the fault path.
+ * allocation on the fault path. A pool with shards sums its shards'
+ * counters and buckets, so its percentiles are those of every fault.
  */
 #include <string.h>
 
@@ -65,4 +66,56 @@ void tide__stats_snapshot(const struct tide__stats *s, struct tide_stats *out)
 	out->latency_p50_ns = percentile(s, 50);
 	out->latency_p90_ns = percentile(s, 90);
 	out->latency_p99_ns = percentile(s, 99);
+}
+
+void tide__stats_sum(struct tide_stats *sum, struct tide__stats *all,
+		     const struct tide_stats *s, const struct tide__stats *h)
+{
+#define ADD(field) sum->field += s->field
+	ADD(faults);
+	ADD(faults_read);
+	ADD(faults_write);
+	ADD(faults_wp);
+	ADD(faults_coalesced);
+	ADD(fills);
+	ADD(prefetched);
+	ADD(evictions);
+	ADD(evictions_dirty);
+	ADD(writebacks);
+	ADD(writeback_errors);
+	ADD(read_errors);
+	ADD(flushes);
+	ADD(bytes_read);
+	ADD(bytes_written);
+	ADD(resident_bytes);
+	/* Each shard's peak, summed: it bounds the pool's peak from above. */
+	ADD(peak_resident_bytes);
+	ADD(dirty_bytes);
+	ADD(budget);
+	ADD(bounce_bytes);
+	ADD(regions);
+	ADD(drop_calls);
+	ADD(store_reads);
+	ADD(store_writes);
+#undef ADD
+	sum->writeback = s->writeback;     /* every shard resolves it alike */
+	sum->odirect |= s->odirect;
+	all->lat_count += h->lat_count;
+	all->lat_sum += h->lat_sum;
+	for (unsigned b = 0; b < TIDE_HIST_BUCKETS; b++)
+		all->hist[b] += h->hist[b];
+	if (h->c.latency_max_ns > all->c.latency_max_ns)
+		all->c.latency_max_ns = h->c.latency_max_ns;
+}
+
+void tide__stats_sum_latency(struct tide_stats *sum, const struct tide__stats *all)
+{
+	struct tide_stats lat;
+
+	tide__stats_snapshot(all, &lat);
+	sum->latency_mean_ns = lat.latency_mean_ns;
+	sum->latency_p50_ns = lat.latency_p50_ns;
+	sum->latency_p90_ns = lat.latency_p90_ns;
+	sum->latency_p99_ns = lat.latency_p99_ns;
+	sum->latency_max_ns = all->c.latency_max_ns;
 }

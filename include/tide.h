@@ -61,7 +61,7 @@ struct tide_options {
 	int verbose;                /* TIDE_VERBOSE: print the effective settings */
 	unsigned wake_poll_us;      /* TIDE_WAKE_POLL_US: keep idle CPUs polling this long after a fault */
 	size_t write_max;           /* TIDE_WRITE_MAX: longest write-back I/O, bytes */
-	unsigned service_threads;   /* TIDE_SERVICE_THREADS: shards, each with a service thread */
+	unsigned service_threads;   /* TIDE_SERVICE_THREADS: shards, each with a service thread; 0 = 1 */
 	uint32_t reserved32;        /* zero */
 	uint64_t reserved[6];       /* zero; room to grow without breaking the ABI */
 };

@@ -320,6 +320,9 @@ int tide_pool_create(tide_pool **out, const struct tide_options *opts)
 		o = *opts;
 	else
 		tide_options_init(&o);
+	/* The field was reserved (zero) before shards: zero means one. */
+	if (!o.service_threads)
+		o.service_threads = 1;
 	ret = tide__options_check(&o);
 	if (ret < 0)
 		return ret;

@@ -1,7 +1,6 @@
 /* Bad input: every entry point refuses it with a clear error and leaves
  * nothing mapped, open or registered behind. */
 #include <criterion/criterion.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -25,18 +24,6 @@ static int count_lines(const char *path)
 	return n;
 }
 
-static int count_fds(void)
-{
-	DIR *d = opendir("/proc/self/fd");
-	int n = 0;
-
-	cr_assert_not_null(d);
-	while (readdir(d))
-		n++;
-	closedir(d);
-	return n;
-}
-
 static tide_pool *pool;
 static int maps_before, fds_before;
 
@@ -52,7 +39,7 @@ static void setup(void)
 	ret = tide_pool_create(&pool, &o);
 	cr_assert_eq(ret, 0, "tide_pool_create: %s", tide_last_error());
 	maps_before = count_lines("/proc/self/maps");
-	fds_before = count_fds();
+	fds_before = test_dir_entries("/proc/self/fd");
 }
 
 static void teardown(void)
@@ -73,7 +60,7 @@ static void expect_refused(void *addr, int err, const char *what)
 	/* (AddressSanitizer's allocator maps memory of its own as it goes.) */
 	cr_expect_eq(count_lines("/proc/self/maps"), maps_before, "%s left a mapping behind", what);
 #endif
-	cr_expect_eq(count_fds(), fds_before, "%s left an fd open", what);
+	cr_expect_eq(test_dir_entries("/proc/self/fd"), fds_before, "%s left an fd open", what);
 }
 
 TestSuite(badinput, .init = setup, .fini = teardown);
@@ -82,7 +69,7 @@ Test(badinput, geometry)
 {
 	int fd = test_file(1 * MiB, 1);
 
-	fds_before = count_fds();
+	fds_before = test_dir_entries("/proc/self/fd");
 	expect_refused(tide_map(pool, fd, 100, 64 * KiB, TIDE_PROT_READ, 0), EINVAL, "unaligned offset");
 	expect_refused(tide_map(pool, fd, 0, 5000, TIDE_PROT_READ, 0), EINVAL, "unaligned length");
 	expect_refused(tide_map(pool, fd, 0, 0, TIDE_PROT_READ, 0), EINVAL, "zero length");
@@ -108,7 +95,7 @@ Test(badinput, files)
 	ro = open(path, O_RDONLY);
 	dir = open("/", O_RDONLY | O_DIRECTORY);
 	cr_assert(ro >= 0 && dir >= 0);
-	fds_before = count_fds();
+	fds_before = test_dir_entries("/proc/self/fd");
 	expect_refused(tide_map(pool, ro, 0, 64 * KiB, TIDE_PROT_READ | TIDE_PROT_WRITE, 0), EACCES,
 		       "write mapping of a read-only fd");
 	expect_refused(tide_map(pool, ro, 0, 128 * KiB, TIDE_PROT_READ, 0), ENXIO,

@@ -1,5 +1,6 @@
 /* Helpers shared by the test files. */
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -115,4 +116,16 @@ int test_reopen(int fd)
 	nfd = open(path, O_RDONLY);
 	cr_assert(nfd >= 0, "reopen fd %d: %s", fd, strerror(errno));
 	return nfd;
+}
+
+int test_dir_entries(const char *path)
+{
+	DIR *d = opendir(path);
+	int n = 0;
+
+	cr_assert_not_null(d, "opendir %s", path);
+	while (readdir(d))
+		n++;
+	closedir(d);
+	return n;
 }

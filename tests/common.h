@@ -41,6 +41,10 @@ void test_default_signal(int sig);
  * the file itself and nothing the mapping holds. Aborts the test on failure. */
 int test_reopen(int fd);
 
+/* The entries of a directory such as /proc/self/fd or /proc/self/task
+ * (with . and ..): a count to compare before and after. */
+int test_dir_entries(const char *path);
+
 /* pread the whole range or abort the test. */
 void test_pread(int fd, void *buf, size_t len, off_t off);
 

@@ -102,18 +102,6 @@ static int threads_named(const char *prefix, struct service *s, int max)
 	return n;
 }
 
-static int threads_total(void)
-{
-	DIR *d = opendir("/proc/self/task");
-	int n = 0;
-
-	cr_assert_not_null(d);
-	while (readdir(d))
-		n++;
-	closedir(d);
-	return n;
-}
-
 #define MAX_FD 4096
 
 /* Which of the first MAX_FD descriptors are open. */
@@ -678,7 +666,7 @@ static void allow_fds(int n, const struct rlimit *orig)
 static int fds_to_start(unsigned shards, const struct rlimit *orig)
 {
 	static bool fds[MAX_FD];
-	int threads = threads_total();
+	int threads = test_dir_entries("/proc/self/task");
 
 	fds_open(fds);
 
@@ -705,7 +693,7 @@ static int fds_to_start(unsigned shards, const struct rlimit *orig)
 		cr_expect_lt(ret, 0);
 		cr_expect_eq(fds_leaked(fds), 0, "%u shards with %d descriptors free: refused (%s) "
 			     "but left descriptors open", shards, n, tide_last_error());
-		cr_expect_eq(threads_total(), threads, "%u shards with %d descriptors free: refused "
+		cr_expect_eq(test_dir_entries("/proc/self/task"), threads, "%u shards with %d descriptors free: refused "
 			     "(%s) but left threads running", shards, n, tide_last_error());
 	}
 	cr_assert_fail("a pool of %u shards did not start with 256 descriptors free", shards);

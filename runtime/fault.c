@@ -202,6 +202,7 @@ void tide__waiters_run(struct tide_pool *p)
 		struct pending_fault *pf = p->waiting;
 		struct region *r = pf->region;
 		uint32_t f = tide__slot(r, pf->page);
+		uint64_t n;
 
 		if (f != TIDE_NO_FRAME) {
 			struct frame *fr = tide__frame(p, f);
@@ -223,8 +224,8 @@ void tide__waiters_run(struct tide_pool *p)
 		 * the run is a demand fault that waits alone. Only when no
 		 * other fault waits, so read-ahead never takes their room. */
 		if (!p->waiting && r->seq_run >= 2 && r->next_seq_page == pf->page + 1 &&
-		    ra_window(p, r))
-			ra_fill(p, r, pf->page + 1, pf->page + ra_window(p, r));
+		    (n = ra_window(p, r)))
+			ra_fill(p, r, pf->page + 1, pf->page + n);
 		free(pf);
 	}
 }

@@ -195,13 +195,11 @@ static int check_geometry(tide_pool *p, uint64_t offset, size_t length, int prot
 				  (unsigned long long)offset, length, ps);
 	if (!(prot & TIDE_PROT_READ) || (prot & ~(TIDE_PROT_READ | TIDE_PROT_WRITE)))
 		return tide__fail(-EINVAL, "prot must be TIDE_PROT_READ, optionally with TIDE_PROT_WRITE");
-	if (p->opt.budget / ps < TIDE_MIN_PAGES && p->parent)
-		return tide__fail(-ENOMEM, "the budget of a shard (%zu bytes: %zu over service_threads %u) "
-				  "holds fewer than %u pages of %zu bytes", p->opt.budget,
-				  p->parent->opt.budget, p->parent->nshards, TIDE_MIN_PAGES, ps);
 	if (p->opt.budget / ps < TIDE_MIN_PAGES)
-		return tide__fail(-ENOMEM, "the pool's budget (%zu bytes) holds fewer than %u pages of %zu bytes",
-				  p->opt.budget, TIDE_MIN_PAGES, ps);
+		return tide__fail(-ENOMEM, "the %s budget (%zu bytes%s) holds fewer than %u pages of %zu bytes",
+				  p->parent ? "shard's" : "pool's", p->opt.budget,
+				  p->parent ? ": the pool's split over service_threads" : "",
+				  TIDE_MIN_PAGES, ps);
 	return 0;
 }
 

@@ -51,10 +51,19 @@ static uint64_t ra_window(const struct tide_pool *p, const struct region *r)
  * what was filled: it continues the run. */
 static void ra_fill(struct tide_pool *p, struct region *r, uint64_t from, uint64_t to)
 {
-	uint64_t q = from;
+	uint64_t q = from, want;
 
 	if (to >= r->npages)
 		to = r->npages - 1;
+	if (from > to)
+		return;
+	/* A full pool evicts for read-ahead too: waiting for the next demand
+	 * fault to reclaim would let the disk queue drain first, once per
+	 * reclaim cycle. Not when the window is a large share of a small
+	 * pool, where it would evict what the app is about to use. */
+	want = (to - from + 1) << r->page_shift;
+	if (want <= p->opt.budget / 8)
+		tide__pool_reclaim_for(p, want);
 	while (q <= to) {
 		uint64_t room = p->resident < p->high_bytes ? (p->high_bytes - p->resident) / r->page_size : 0;
 		uint32_t n = 0;

@@ -143,9 +143,11 @@ void tide__frame_free(struct tide_pool *p, uint32_t f);
 void tide__frame_resident(struct tide_pool *p, uint32_t f); /* join the CLOCK ring */
 static inline struct frame *tide__frame(struct tide_pool *p, uint32_t f);
 bool tide__pool_has_room(struct tide_pool *p, size_t len);
-void tide__pool_reclaim(struct tide_pool *p);
+void tide__pool_reclaim(struct tide_pool *p);          /* evict if above the high watermark */
+/* The same, also making room for `want` more bytes (read-ahead about to start). */
+void tide__pool_reclaim_for(struct tide_pool *p, uint64_t want);
 /* Written-back pages [first, end) of r leave memory, as dirty evictions. */
-void tide__pool_drop_span(struct tide_pool *p, struct region *r, uint64_t first, uint64_t end);   /* evict if above the high watermark */
+void tide__pool_drop_span(struct tide_pool *p, struct region *r, uint64_t first, uint64_t end);
 
 /* ---- region.c ---- */
 struct region {

@@ -208,15 +208,20 @@ static void drop_batch(struct tide_pool *p, uint32_t *victims, unsigned n)
 
 void tide__pool_reclaim(struct tide_pool *p)
 {
+	tide__pool_reclaim_for(p, 0);
+}
+
+void tide__pool_reclaim_for(struct tide_pool *p, uint64_t want)
+{
 	uint32_t victims[DROP_BATCH];
-	uint64_t scanned = 0, limit, dropping = 0;
+	uint64_t scanned = 0, limit, dropping = 0, need = p->waiting_bytes + want;
 	unsigned n = 0;
 
-	if (p->resident - p->leaving + p->waiting_bytes <= p->high_bytes)
+	if (p->resident - p->leaving + need <= p->high_bytes)
 		return;
 	limit = 2 * (p->resident / TIDE_MIN_PAGE) + 2;
 	while (p->hand != TIDE_NO_FRAME &&
-	       p->resident - p->leaving - dropping + p->waiting_bytes > p->low_bytes &&
+	       p->resident - p->leaving - dropping + need > p->low_bytes &&
 	       scanned++ < limit) {
 		uint32_t f = p->hand;
 		struct frame *fr = &p->frames[f];

@@ -49,7 +49,7 @@ bytes=$(echo "$budget" | awk '{ n = $0 + 0; u = substr($0, length($0));
 "$raw" --file "$data" --size $((bytes * 4)) mkfile
 
 tag() { awk -v r="$1" '{ sub(/^\{/, "{\"rep\":" r ","); print }'; }
-part_raw() { "$raw" --secs "$secs" --file "$data" uffd uffd2 wp pager uring | tag "$1" >>"$jsonl"; }
+part_raw() { "$raw" --secs "$secs" --file "$data" uffd uffd2 wp wpasync pager uring | tag "$1" >>"$jsonl"; }
 part_mmap() { "$raw" --secs "$secs" --file "$data" --budget "$budget" mmap | tag "$1" >>"$jsonl"; }
 # One process per tide figure: a hang or crash costs that figure only.
 part_tide() {
@@ -176,6 +176,8 @@ END {
 	row("same, TIDE_WAKE_POLL_US=200", "tide.randread.cache.4k.t2.wakepoll", "faults_per_s", "uffd2.percpu.4k", "per_s", 0.7)
 	row("raw pager filling by UFFDIO_MOVE of a staging page (vs by UFFDIO_COPY), 4 KiB", "pager.move_same.4k", "per_s", "pager.same.4k", "per_s", "")
 	row("same, 64 KiB", "pager.move_same.64k", "per_s", "pager.same.64k", "per_s", "")
+	row("raw dirty tracking by WP_ASYNC + PAGEMAP_SCAN (vs sync WP fault + UFFDIO_WRITEPROTECT), written pages/s, 4 KiB", "wpasync.async.4k", "pages_per_s", "wpasync.sync.4k", "pages_per_s", "")
+	row("same, one page in 16 written", "wpasync.async.sparse16.4k", "pages_per_s", "wpasync.sync.sparse16.4k", "pages_per_s", "")
 	row("sequential fill from disk, 64 KiB pages (vs io_uring seq read QD32)", "tide.seqread.disk.64k", "fill_mbps", "uring.seqread.64k.qd32", "mbps", 0.9, "MB/s")
 	row("random 4 KiB fill, 8 app threads (vs io_uring rand read QD8)", "tide.randread.disk.4k.t8", "fills_per_s", "uring.randread.4k.qd8", "per_s", 0.7)
 	row("eviction of contiguous dirty pages, fixed, 64 KiB, fills free (vs io_uring seq write QD32)", "tide.seqwrite.fresh.64k.fixed", "wb_mbps", "uring.seqwrite.64k.qd32", "mbps", 0.8, "MB/s")

@@ -8,7 +8,8 @@
 #
 # --quick: about a minute (shorter runs, smaller file). Any TIDE_* variable in
 # the environment reaches every tide run (e.g. TIDE_SPIN_US=50); the
-# ".wakepoll" runs use TIDE_WAKE_POLL_US (200 unless set).
+# ".nopoll" runs turn wake polling off (TIDE_WAKE_POLL_US=0), and so do the
+# pinned ones, where it only costs.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -58,18 +59,19 @@ part_tide() {
 			|| echo "{\"name\":\"$spec\",\"skip\":\"bench_fault exited with status $?\"}" >>"$data.out"
 		tag "$1" <"$data.out" >>"$jsonl"
 	done
-	# Placement: service thread and app thread pinned to one vCPU; and
-	# unpinned with idle vCPUs kept polling (TIDE_WAKE_POLL_US).
-	TIDE_SERVICE_CPU=0 "$fault" --secs "$secs" --file "$data" --budget "$budget" --app-cpu 0 \
+	# Placement: service thread and app thread pinned to one vCPU (nobody
+	# sleeps on the other vCPU, so no wake polling); and the default
+	# placement without wake polling.
+	TIDE_WAKE_POLL_US=0 TIDE_SERVICE_CPU=0 "$fault" --secs "$secs" --file "$data" --budget "$budget" --app-cpu 0 \
 		permread:cache:4k randread:cache:4k | tag "$1" >>"$jsonl" || true
 	# Two app threads, pinned one per vCPU, each faulting its own region:
 	# one service thread, then one shard per vCPU (TIDE_SERVICE_THREADS).
-	"$fault" --secs "$secs" --file "$data" --budget "$budget" --app-cpu 0 \
+	TIDE_WAKE_POLL_US=0 "$fault" --secs "$secs" --file "$data" --budget "$budget" --app-cpu 0 \
 		permread:cache:4k:fixed:2 | tag "$1" >>"$jsonl" || true
-	TIDE_SERVICE_THREADS=2 "$fault" --secs "$secs" --file "$data" --budget "$budget" --app-cpu 0 \
+	TIDE_WAKE_POLL_US=0 TIDE_SERVICE_THREADS=2 "$fault" --secs "$secs" --file "$data" --budget "$budget" --app-cpu 0 \
 		--tag shards permread:cache:4k:fixed:2 | tag "$1" >>"$jsonl" || true
-	TIDE_WAKE_POLL_US=${TIDE_WAKE_POLL_US:-200} "$fault" --secs "$secs" --file "$data" \
-		--budget "$budget" --tag wakepoll permread:cache:4k randread:cache:4k \
+	TIDE_WAKE_POLL_US=0 "$fault" --secs "$secs" --file "$data" \
+		--budget "$budget" --tag nopoll permread:cache:4k randread:cache:4k \
 		randread:cache:4k:fixed:2 | tag "$1" >>"$jsonl" || true
 	rm -f "$data.out"
 	# Let the host settle the writes before the next part reads the disk.
@@ -159,21 +161,21 @@ END {
 	print "| figure | tide | limit | ratio | target | met |"
 	print "|---|---|---|---|---|---|"
 	row("fill per fault, 1 thread, 4 KiB, page cache, room in the pool (vs uffd same-vCPU round trip)", "tide.permread.cache.4k", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
-	row("same, TIDE_WAKE_POLL_US=200", "tide.permread.cache.4k.wakepoll", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
-	row("same, tide and app pinned to one vCPU", "tide.permread.cache.4k.pin0", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
-	row("same, default placement, vs the minimal handler at default placement", "tide.permread.cache.4k", "faults_per_s", "uffd.unpinned.4k", "per_s", "")
-	row("same, both with idle vCPUs polling", "tide.permread.cache.4k.wakepoll", "faults_per_s", "uffd.unpinned_wakepoll.4k", "per_s", "")
+	row("same, wake polling off (TIDE_WAKE_POLL_US=0)", "tide.permread.cache.4k.nopoll", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
+	row("same, tide and app pinned to one vCPU, wake polling off", "tide.permread.cache.4k.pin0", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
+	row("same, default placement, both with idle vCPUs polling (vs the minimal handler with polling)", "tide.permread.cache.4k", "faults_per_s", "uffd.unpinned_wakepoll.4k", "per_s", "")
+	row("same, both without polling (vs the minimal handler at default placement)", "tide.permread.cache.4k.nopoll", "faults_per_s", "uffd.unpinned.4k", "per_s", "")
 	row("fill per fault with a full pool (every fill evicts), 4 KiB (vs uffd same-vCPU)", "tide.randread.cache.4k", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
-	row("same, TIDE_WAKE_POLL_US=200", "tide.randread.cache.4k.wakepoll", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
-	row("same, tide and app pinned to one vCPU", "tide.randread.cache.4k.pin0", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
+	row("same, wake polling off", "tide.randread.cache.4k.nopoll", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
+	row("same, tide and app pinned to one vCPU, wake polling off", "tide.randread.cache.4k.pin0", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
 	row("sequential 4 KiB reads, page cache, pages/s (read-ahead: few faults)", "tide.seqread.cache.4k", "per_s", "uffd.same.4k", "per_s", "")
 	row("fill per fault vs a minimal pager (pread + COPY + DONTNEED, same vCPU)", "tide.randread.cache.4k", "faults_per_s", "pager.same.4k", "per_s", "")
 	row("same, pinned to one vCPU, vs the minimal pager", "tide.randread.cache.4k.pin0", "faults_per_s", "pager.same.4k", "per_s", "")
 	row("fill per fault, 64 KiB, page cache (vs uffd same-vCPU 64 KiB)", "tide.randread.cache.64k", "faults_per_s", "uffd.same.64k", "per_s", "")
-	row("two app threads, one vCPU each, own regions, TIDE_SERVICE_THREADS=2 (vs one uffd + handler per vCPU)", "tide.permread.cache.4k.t2.pin0.shards", "faults_per_s", "uffd2.percpu.4k", "per_s", 0.7)
+	row("two app threads, one vCPU each, own regions, TIDE_SERVICE_THREADS=2, wake polling off (vs one uffd + handler per vCPU)", "tide.permread.cache.4k.t2.pin0.shards", "faults_per_s", "uffd2.percpu.4k", "per_s", 0.7)
 	row("same, one service thread", "tide.permread.cache.4k.t2.pin0", "faults_per_s", "uffd2.percpu.4k", "per_s", 0.7)
 	row("two app threads sharing a region, default placement, full pool", "tide.randread.cache.4k.t2", "faults_per_s", "uffd2.percpu.4k", "per_s", 0.7)
-	row("same, TIDE_WAKE_POLL_US=200", "tide.randread.cache.4k.t2.wakepoll", "faults_per_s", "uffd2.percpu.4k", "per_s", 0.7)
+	row("same, wake polling off", "tide.randread.cache.4k.t2.nopoll", "faults_per_s", "uffd2.percpu.4k", "per_s", 0.7)
 	row("raw pager filling by UFFDIO_MOVE of a staging page (vs by UFFDIO_COPY), 4 KiB", "pager.move_same.4k", "per_s", "pager.same.4k", "per_s", "")
 	row("same, 64 KiB", "pager.move_same.64k", "per_s", "pager.same.64k", "per_s", "")
 	row("raw dirty tracking by WP_ASYNC + PAGEMAP_SCAN (vs sync WP fault + UFFDIO_WRITEPROTECT), written pages/s, 4 KiB", "wpasync.async.4k", "pages_per_s", "wpasync.sync.4k", "pages_per_s", "")

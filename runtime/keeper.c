@@ -86,8 +86,15 @@ static void *keeper_main(void *arg)
 /* The service thread served something: keep the vCPUs awake a while. */
 void tide__keepers_kick(struct tide_pool *p)
 {
-	__atomic_store_n(&p->keep_until, tide__now_ns() + (uint64_t)p->opt.wake_poll_us * 1000,
-			 __ATOMIC_SEQ_CST);
+	uint64_t window = (uint64_t)p->opt.wake_poll_us * 1000;
+	uint64_t until = tide__now_ns() + window;
+
+	/* Move the deadline only when a quarter of the window has gone by:
+	 * the keepers read it all the time, and a store on every pass would
+	 * pull its cache line away from them on every fault. */
+	if (until < __atomic_load_n(&p->keep_until, __ATOMIC_RELAXED) + window / 4)
+		return;
+	__atomic_store_n(&p->keep_until, until, __ATOMIC_SEQ_CST);
 	if (__atomic_load_n(&p->keep_sleepers, __ATOMIC_SEQ_CST)) {
 		__atomic_add_fetch(&p->keep_seq, 1, __ATOMIC_SEQ_CST);
 		futex_wake_all(&p->keep_seq);

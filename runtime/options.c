@@ -50,7 +50,7 @@ const struct tide__option tide__options[] = {
 	OPT(WRITE_MAX, OPT_SIZE, "1M", "longest write-back I/O: adjacent dirty pages leave in one store write up to this many bytes (4K..1G; a larger page still leaves whole)"),
 	OPT(FLUSH_INTERVAL, OPT_UINT, "1000", "milliseconds between background write-back passes; 0 turns them off"),
 	OPT(SPIN_US, OPT_UINT, "0", "microseconds the service thread keeps polling after activity before it sleeps"),
-	OPT(WAKE_POLL_US, OPT_UINT, "0", "microseconds idle CPUs keep polling (SCHED_IDLE threads) after the service thread served a fault, so wake-ups skip a halted vCPU; 0 turns it off"),
+	OPT(WAKE_POLL_US, OPT_UINT, "50", "microseconds idle CPUs keep polling (SCHED_IDLE threads) after the service thread served a fault, so wake-ups skip a halted vCPU; 0 turns it off (do, when app threads are pinned next to their service thread)"),
 	OPT(SERVICE_CPU, OPT_INT, "-1", "CPU to pin the service thread to; -1 leaves it to the scheduler (must stay -1 with TIDE_SERVICE_THREADS > 1)"),
 	OPT_RANGE(SERVICE_THREADS, "1", 1, TIDE_MAX_SHARDS, "service threads, 1-64; N > 1 splits the pool into N shards, each with its own service thread pinned to one CPU, userfaultfd, io_uring ring, bounce buffers and 1/N of the budget; a region is served by the shard on the CPU that maps it (else round robin); see docs/design.md, Shards"),
 	OPT(ODIRECT, OPT_BOOL, "1", "open file stores with O_DIRECT where the filesystem allows"),

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <sched.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -132,7 +133,27 @@ Test(wakepoll, keepers_poll_while_hot_sleep_after_and_leave_with_the_pool)
 	close(fd);
 }
 
-Test(wakepoll, off_by_default)
+/* On by default: a pool on a machine with several CPUs has a keeper each. */
+Test(wakepoll, on_by_default)
+{
+	tide_pool *pool;
+	struct tide_options o;
+	cpu_set_t set;
+
+	test_require_uffd();
+	if (getenv("TIDE_WAKE_POLL_US"))
+		cr_skip_test("TIDE_WAKE_POLL_US is set in the environment");
+	cr_assert_eq(sched_getaffinity(0, sizeof(set), &set), 0);
+	tide_options_init(&o);
+	o.budget = 4 * MiB;
+	cr_assert_gt(o.wake_poll_us, 0);
+	cr_assert_eq(tide_pool_create(&pool, &o), 0, "%s", tide_last_error());
+	cr_expect_eq(keepers_now().count, CPU_COUNT(&set) > 1 ? CPU_COUNT(&set) : 0);
+	cr_assert_eq(tide_pool_destroy(pool), 0, "%s", tide_last_error());
+	cr_expect_eq(keepers_now().count, 0);
+}
+
+Test(wakepoll, zero_turns_it_off)
 {
 	tide_pool *pool;
 	struct tide_options o;
@@ -140,7 +161,7 @@ Test(wakepoll, off_by_default)
 	test_require_uffd();
 	tide_options_init(&o);
 	o.budget = 4 * MiB;
-	cr_assert_eq(o.wake_poll_us, 0);
+	o.wake_poll_us = 0;
 	cr_assert_eq(tide_pool_create(&pool, &o), 0, "%s", tide_last_error());
 	cr_expect_eq(keepers_now().count, 0);
 	cr_assert_eq(tide_pool_destroy(pool), 0, "%s", tide_last_error());

@@ -195,6 +195,8 @@ size_t tide__regions_of(const struct tide_pool *p); /* mapped, its shards' inclu
 /* ---- fault.c / fill.c ---- */
 void tide__fault(struct tide_pool *p, const struct uffd_msg *m, uint64_t now);
 enum fill_kind { FILL_DEMAND = 0, FILL_READAHEAD = 1, FILL_PREFETCH = 2 };
+int tide__fill_init(struct tide_pool *p);        /* the zero source for store holes */
+void tide__fill_fini(struct tide_pool *p);
 uint32_t tide__fill_run_max(const struct region *r);
 int tide__fill_run(struct tide_pool *p, struct region *r, uint64_t page, uint32_t n, bool write,
 		   enum fill_kind prefetch, uint64_t t_fault);
@@ -292,6 +294,7 @@ struct tide_pool {
 	struct io_uring ring;
 	int ring_efd;
 	struct tide__bounce bounce;
+	char *zeros;              /* fill.c: read-only zeros, never uffd-registered */
 	int odirect_warned;
 	int odirect_used;         /* a file store got O_DIRECT */
 	enum tide_writeback writeback; /* the path in use: fixed or direct */

@@ -89,18 +89,19 @@ int tide_pool_options(tide_pool *pool, struct tide_options *opts);
 #define TIDE_PROT_WRITE 0x2
 
 /*
- * A store is where a region's pages live. Every operation is asynchronous:
- * it starts the I/O and returns 0, or returns -errno if it could not start.
- * The store reports the result later with tide_io_complete() (the number of
- * bytes moved, or -errno), from any thread, possibly before the operation
- * returns. A read shorter than asked means end of store: the rest of the page
- * reads as zeros; a failed read gives the faulting threads SIGBUS where the
- * kernel has UFFD_FEATURE_POISON (6.6+) and is retried elsewhere. A write
- * covers one page or a run of adjacent pages (at most TIDE_WRITE_MAX bytes);
- * if it moves fewer bytes than asked, the pages it did not cover completely
- * count as failed and stay dirty. `buf` for a read is runtime-owned memory;
- * for a write it is either runtime memory or the write-protected application
- * pages themselves (the direct write-back path): a store must only read from it.
+ * A store is where a region's pages live. Every operation but `hole` (below)
+ * is asynchronous: it starts the I/O and returns 0, or returns -errno if it
+ * could not start. The store reports the result later with
+ * tide_io_complete() (the number of bytes moved, or -errno), from any
+ * thread, possibly before the operation returns. A read shorter than asked
+ * means end of store: the rest of the page reads as zeros; a failed read
+ * gives the faulting threads SIGBUS where the kernel has UFFD_FEATURE_POISON
+ * (6.6+) and is retried elsewhere. A write covers one page or a run of
+ * adjacent pages (at most TIDE_WRITE_MAX bytes); if it moves fewer bytes
+ * than asked, the pages it did not cover completely count as failed and
+ * stay dirty. `buf` for a read is runtime-owned memory; for a write it is
+ * either runtime memory or the write-protected application pages themselves
+ * (the direct write-back path): a store must only read from it.
  *
  * `hole`, optional (NULL = never known), is the one synchronous operation:
  * it returns how many bytes from `off`, at most `len`, read as zeros now

@@ -112,6 +112,7 @@ static void report_json(const struct sort_run *r, const struct summary *s)
 		cli_json_u64(&j, "faults_wp", t->faults_wp);
 		cli_json_u64(&j, "faults_coalesced", t->faults_coalesced);
 		cli_json_u64(&j, "prefetched", t->prefetched);
+		cli_json_u64(&j, "fills_zero", t->fills_zero);
 		cli_json_u64(&j, "evictions_dirty", t->evictions_dirty);
 		cli_json_u64(&j, "writebacks", t->writebacks);
 		cli_json_u64(&j, "writeback_errors", t->writeback_errors);

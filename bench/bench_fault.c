@@ -303,6 +303,7 @@ static void run(const struct spec *s)
 	out_u64(&o, "fills", st1.fills - st0.fills);
 	out_num(&o, "fills_per_s", (double)(st1.fills - st0.fills) / sec);
 	out_u64(&o, "prefetched", st1.prefetched - st0.prefetched);
+	out_u64(&o, "fills_zero", st1.fills_zero - st0.fills_zero);
 	out_u64(&o, "coalesced", st1.faults_coalesced - st0.faults_coalesced);
 	out_u64(&o, "faults_wp", st1.faults_wp - st0.faults_wp);
 	out_u64(&o, "evictions", st1.evictions - st0.evictions);

@@ -89,18 +89,26 @@ int tide_pool_options(tide_pool *pool, struct tide_options *opts);
 #define TIDE_PROT_WRITE 0x2
 
 /*
- * A store is where a region's pages live. Every operation is asynchronous:
- * it starts the I/O and returns 0, or returns -errno if it could not start.
- * The store reports the result later with tide_io_complete() (the number of
- * bytes moved, or -errno), from any thread, possibly before the operation
- * returns. A read shorter than asked means end of store: the rest of the page
- * reads as zeros; a failed read gives the faulting threads SIGBUS where the
- * kernel has UFFD_FEATURE_POISON (6.6+) and is retried elsewhere. A write
- * covers one page or a run of adjacent pages (at most TIDE_WRITE_MAX bytes);
- * if it moves fewer bytes than asked, the pages it did not cover completely
- * count as failed and stay dirty. `buf` for a read is runtime-owned memory;
- * for a write it is either runtime memory or the write-protected application
- * pages themselves (the direct write-back path): a store must only read from it.
+ * A store is where a region's pages live. Every operation but `hole` (below)
+ * is asynchronous: it starts the I/O and returns 0, or returns -errno if it
+ * could not start. The store reports the result later with
+ * tide_io_complete() (the number of bytes moved, or -errno), from any
+ * thread, possibly before the operation returns. A read shorter than asked
+ * means end of store: the rest of the page reads as zeros; a failed read
+ * gives the faulting threads SIGBUS where the kernel has UFFD_FEATURE_POISON
+ * (6.6+) and is retried elsewhere. A write covers one page or a run of
+ * adjacent pages (at most TIDE_WRITE_MAX bytes); if it moves fewer bytes
+ * than asked, the pages it did not cover completely count as failed and
+ * stay dirty. `buf` for a read is runtime-owned memory; for a write it is
+ * either runtime memory or the write-protected application pages themselves
+ * (the direct write-back path): a store must only read from it.
+ *
+ * `hole`, optional (NULL = never known), is the one synchronous operation:
+ * it returns how many bytes from `off`, at most `len`, read as zeros now
+ * (0: data at `off`, or not known), or -errno, which tide treats like 0.
+ * Before reading a run of pages tide asks it, and installs the whole pages
+ * of a hole as zeros without calling `read` (stats: fills_zero). It runs on
+ * the service thread, so it must answer from what it knows, quickly.
  */
 struct tide_io;
 
@@ -109,6 +117,7 @@ struct tide_store_ops {
 	int (*write)(void *store, struct tide_io *io, const void *buf, size_t len, uint64_t off);
 	int (*flush)(void *store, struct tide_io *io);  /* make written data durable */
 	void (*close)(void *store);                     /* region unmapped; may be NULL */
+	int64_t (*hole)(void *store, uint64_t off, uint64_t len); /* zeros at off; may be NULL */
 };
 
 void tide_io_complete(struct tide_io *io, ssize_t res);
@@ -165,7 +174,7 @@ struct tide_stats {
 	uint64_t faults_write;      /* missing page, write access */
 	uint64_t faults_wp;         /* write to a clean (protected) page */
 	uint64_t faults_coalesced;  /* fault on a page already being filled or written back */
-	uint64_t fills;             /* pages read from a store and installed */
+	uint64_t fills;             /* pages installed from a store (read, or a hole's zeros) */
 	uint64_t prefetched;        /* of those, filled by prefetch or read-ahead */
 	uint64_t evictions;         /* pages dropped from memory */
 	uint64_t evictions_dirty;   /* of those, written back first */
@@ -191,7 +200,8 @@ struct tide_stats {
 	uint64_t drop_calls;        /* madvise calls that dropped clean pages (a batch can be one) */
 	uint64_t store_reads;       /* read operations sent to stores: a run of adjacent pages is one */
 	uint64_t store_writes;      /* write operations sent to stores: a run of adjacent pages is one */
-	uint64_t reserved[5];
+	uint64_t fills_zero;        /* of fills, pages of store holes installed as zeros, not read */
+	uint64_t reserved[4];
 };
 
 int tide_pool_stats(tide_pool *pool, struct tide_stats *stats);

@@ -9,21 +9,57 @@
  * one read into one bounce span, then as few UFFDIO_COPY calls as the
  * per-page modes allow. Fewer, larger reads are what the disk wants (here
  * 64 KiB reads at QD1 give 190 MB/s, 512 KiB ones 570 MB/s).
+ *
+ * Pages the store reports as a hole (ops->hole) are not read at all: they
+ * are installed at once, in the same pass. A page that will be written
+ * before it is read (a write fault, a sequential writer's run) or cannot be
+ * written at all (a read-only region) maps the shared zero page with
+ * UFFDIO_ZEROPAGE: nothing is allocated or copied here, and the app's
+ * write takes an ordinary copy-on-write in the kernel. A read fault on a
+ * writable region must see its first write, and UFFDIO_ZEROPAGE cannot
+ * write-protect, so that page is copied, write-protected, from the pool's
+ * zero source: a read-only anonymous mapping that is never written and so
+ * maps only the shared zero page. Either way dirty tracking stays exact.
  */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "internal.h"
+
+/* The most bytes one fill covers: a run of 512 KiB, or one page if larger. */
+#define FILL_RUN_BYTES (512u << 10)
+#define FILL_MAX_BYTES (FILL_RUN_BYTES > TIDE_MAX_PAGE ? FILL_RUN_BYTES : TIDE_MAX_PAGE)
 
 struct fill {
 	struct tide_io io;
 	struct region *region;
 	uint64_t page;           /* the first page */
 	uint32_t n;              /* pages */
+	bool zero;               /* a store hole: buf is the zero source */
 	void *buf;
 	uint32_t frames[];
 };
+
+int tide__fill_init(struct tide_pool *p)
+{
+	/* Populated read-only, it maps the shared zero page: page tables only. */
+	p->zeros = mmap(NULL, FILL_MAX_BYTES, PROT_READ,
+			MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_POPULATE, -1, 0);
+	if (p->zeros == MAP_FAILED) {
+		p->zeros = NULL;
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+void tide__fill_fini(struct tide_pool *p)
+{
+	if (p->zeros)
+		munmap(p->zeros, FILL_MAX_BYTES);
+	p->zeros = NULL;
+}
 
 static int fill_issue(struct tide_io *io)
 {
@@ -51,7 +87,7 @@ static void fill_failed(struct tide_pool *p, uint32_t f, ssize_t res)
 }
 
 /* The page is in: account for it and put it on the CLOCK ring. */
-static void fill_installed(struct tide_pool *p, uint32_t f)
+static void fill_installed(struct tide_pool *p, const struct fill *fl, uint32_t f)
 {
 	struct frame *fr = tide__frame(p, f);
 	struct region *r = fr->region;
@@ -63,6 +99,7 @@ static void fill_installed(struct tide_pool *p, uint32_t f)
 	fr->referenced = fr->prefetch != FILL_READAHEAD;
 	tide__frame_resident(p, f);
 	p->st.c.fills++;
+	p->st.c.fills_zero += fl->zero;
 	p->st.c.bytes_read += r->page_size;
 	if (fr->prefetch)
 		p->st.c.prefetched++;
@@ -70,40 +107,68 @@ static void fill_installed(struct tide_pool *p, uint32_t f)
 		tide__stats_latency(&p->st, tide__now_ns() - fr->t_fault);
 }
 
-/* A read fault gets its page write-protected, so its first write is seen. */
-static uint64_t copy_mode(const struct frame *fr)
+enum install_mode { INSTALL_COPY, INSTALL_COPY_WP, INSTALL_ZEROPAGE };
+
+/* A read fault on a writable region gets its page write-protected, so its
+ * first write is seen; only the other pages of a hole may map the zero page
+ * (which UFFDIO_ZEROPAGE cannot protect). */
+static enum install_mode install_mode(const struct fill *fl, const struct frame *fr)
 {
-	return !fr->want_write && (fr->region->prot & TIDE_PROT_WRITE) ? UFFDIO_COPY_MODE_WP : 0;
+	bool wp = !fr->want_write && (fr->region->prot & TIDE_PROT_WRITE);
+
+	if (fl->zero && !wp && fr->region->zeropage)
+		return INSTALL_ZEROPAGE;
+	return wp ? INSTALL_COPY_WP : INSTALL_COPY;
 }
 
 /* Install pages [i, j) of a fill, which all take the same mode, in as few
  * ioctls as the kernel allows. A partial copy reports -EAGAIN with the
  * bytes it did; the next call then starts at the page that stopped it. */
-static void install(struct tide_pool *p, struct fill *fl, uint32_t i, uint32_t j, uint64_t mode)
+static void install(struct tide_pool *p, struct fill *fl, uint32_t i, uint32_t j,
+		    enum install_mode mode)
 {
 	struct region *r = fl->region;
 	size_t ps = r->page_size;
 
 	while (i < j) {
 		char *addr = tide__page_addr(r, fl->page + i);
+		size_t len = (size_t)(j - i) * ps;
 		int64_t copied = 0;
-		int ret = tide__uffd_copy(p->uffd, addr, (char *)fl->buf + (size_t)i * ps,
-					  (size_t)(j - i) * ps, mode, &copied);
+		int ret = mode == INSTALL_ZEROPAGE
+			? tide__uffd_zeropage(p->uffd, addr, len, &copied)
+			: tide__uffd_copy(p->uffd, addr, (char *)fl->buf + (size_t)i * ps, len,
+					  mode == INSTALL_COPY_WP ? UFFDIO_COPY_MODE_WP : 0, &copied);
 
 		for (; copied > 0; copied -= (int64_t)ps)
-			fill_installed(p, fl->frames[i++]);
+			fill_installed(p, fl, fl->frames[i++]);
 		if (ret == 0 || ret == -EAGAIN)
 			continue;
 		if (ret == -EEXIST) {
 			/* Already there, which only our own install can have
 			 * done: wake its waiters and go on. */
 			tide__uffd_wake(p->uffd, addr, ps);
-			fill_installed(p, fl->frames[i++]);
+			fill_installed(p, fl, fl->frames[i++]);
 			continue;
 		}
 		/* ENOENT/ESRCH: the range or the process is going away. */
 		for (; i < j; i++)
 			tide__frame_free(p, fl->frames[i]);
+	}
+}
+
+/* Install every page of a fill, stretches of pages with one mode at a time. */
+static void install_all(struct tide_pool *p, struct fill *fl)
+{
+	uint32_t i = 0;
+
+	while (i < fl->n) {
+		enum install_mode mode = install_mode(fl, tide__frame(p, fl->frames[i]));
+		uint32_t j = i + 1;
+
+		while (j < fl->n && install_mode(fl, tide__frame(p, fl->frames[j])) == mode)
+			j++;
+		install(p, fl, i, j, mode);
+		i = j;
 	}
 }
 
@@ -135,15 +200,7 @@ static void fill_done(struct tide_io *io, ssize_t res)
 	/* Past the end of the store reads as zeros. */
 	if ((size_t)res < len)
 		memset((char *)fl->buf + res, 0, len - (size_t)res);
-	while (i < fl->n) {
-		uint64_t mode = copy_mode(tide__frame(p, fl->frames[i]));
-		uint32_t j = i + 1;
-
-		while (j < fl->n && copy_mode(tide__frame(p, fl->frames[j])) == mode)
-			j++;
-		install(p, fl, i, j, mode);
-		i = j;
-	}
+	install_all(p, fl);
 out:
 	tide__bounce_put(&p->bounce, fl->buf, len);
 	free(fl);
@@ -152,30 +209,17 @@ out:
 /* The most pages one fill reads: 512 KiB, or one page if larger. */
 uint32_t tide__fill_run_max(const struct region *r)
 {
-	return r->page_size >= (512u << 10) ? 1 : (uint32_t)((512u << 10) / r->page_size);
+	return r->page_size >= FILL_RUN_BYTES ? 1 : (uint32_t)(FILL_RUN_BYTES / r->page_size);
 }
 
-/*
- * Fill pages [page, page + n) of r, all missing. Returns the number of pages
- * started, which is fewer than n when the budget or the bounce arena has no
- * room for all of them, or -EAGAIN (no room for one page) or -ENOMEM.
- */
-int tide__fill_run(struct tide_pool *p, struct region *r, uint64_t page, uint32_t n, bool write,
-		   enum fill_kind prefetch, uint64_t t_fault)
+/* A fill of pages [page, page + n) of r, its frames taken (FILLING). */
+static struct fill *fill_new(struct tide_pool *p, struct region *r, uint64_t page, uint32_t n,
+			     bool write, enum fill_kind prefetch, uint64_t t_fault)
 {
-	size_t ps = r->page_size;
-	struct fill *fl;
-	void *buf = NULL;
+	struct fill *fl = malloc(sizeof(*fl) + n * sizeof(fl->frames[0]));
 
-	while (n && !tide__pool_has_room(p, (size_t)n * ps))
-		n--;
-	while (n && !(buf = tide__bounce_get(&p->bounce, (size_t)n * ps)))
-		n /= 2;
-	if (!n)
-		return -EAGAIN;
-	fl = malloc(sizeof(*fl) + n * sizeof(fl->frames[0]));
 	if (!fl)
-		goto fail_alloc;
+		return NULL;
 	for (uint32_t i = 0; i < n; i++) {
 		uint32_t f = tide__frame_alloc(p, r, page + i);
 		struct frame *fr;
@@ -183,7 +227,8 @@ int tide__fill_run(struct tide_pool *p, struct region *r, uint64_t page, uint32_
 		if (f == TIDE_NO_FRAME) {
 			while (i--)
 				tide__frame_free(p, fl->frames[i]);
-			goto fail_frame;
+			free(fl);
+			return NULL;
 		}
 		fr = tide__frame(p, f);
 		fr->want_write = write;
@@ -191,12 +236,63 @@ int tide__fill_run(struct tide_pool *p, struct region *r, uint64_t page, uint32_
 		fr->t_fault = t_fault;
 		fl->frames[i] = f;
 	}
-	r->busy += n;
-	if (prefetch)
-		p->prefetch_inflight += n;
 	fl->region = r;
 	fl->page = page;
 	fl->n = n;
+	fl->zero = false;
+	fl->buf = NULL;
+	return fl;
+}
+
+/* Whole pages from `page`, at most n, that the store says read as zeros. */
+static uint32_t hole_pages(struct region *r, uint64_t page, uint32_t n)
+{
+	int64_t bytes;
+
+	if (!r->ops->hole)
+		return 0;
+	bytes = r->ops->hole(r->store, tide__store_off(r, page), (uint64_t)n << r->page_shift);
+	/* Data, not known, or the store could not tell: read. */
+	if (bytes <= 0)
+		return 0;
+	return (uint64_t)bytes >> r->page_shift < n ? (uint32_t)((uint64_t)bytes >> r->page_shift) : n;
+}
+
+/* Pages of a hole: installed now from the zero source, no read. */
+static int fill_zero(struct tide_pool *p, struct region *r, uint64_t page, uint32_t n,
+		     bool write, enum fill_kind prefetch, uint64_t t_fault)
+{
+	struct fill *fl = fill_new(p, r, page, n, write, prefetch, t_fault);
+
+	if (!fl)
+		return -ENOMEM;
+	fl->zero = true;
+	fl->buf = p->zeros;
+	install_all(p, fl);
+	free(fl);
+	return (int)n;
+}
+
+/* Pages read from the store into one bounce span, installed when it completes. */
+static int fill_read(struct tide_pool *p, struct region *r, uint64_t page, uint32_t n,
+		     bool write, enum fill_kind prefetch, uint64_t t_fault)
+{
+	size_t ps = r->page_size;
+	struct fill *fl;
+	void *buf = NULL;
+
+	while (n && !(buf = tide__bounce_get(&p->bounce, (size_t)n * ps)))
+		n /= 2;
+	if (!n)
+		return -EAGAIN;
+	fl = fill_new(p, r, page, n, write, prefetch, t_fault);
+	if (!fl) {
+		tide__bounce_put(&p->bounce, buf, (size_t)n * ps);
+		return -ENOMEM;
+	}
+	r->busy += n;
+	if (prefetch)
+		p->prefetch_inflight += n;
 	fl->buf = buf;
 	fl->io.done = fill_done;
 	fl->io.start = fill_issue;
@@ -204,12 +300,36 @@ int tide__fill_run(struct tide_pool *p, struct region *r, uint64_t page, uint32_
 	p->st.c.store_reads++;
 	tide__io_submit(p, &fl->io);
 	return (int)n;
+}
 
-fail_frame:
-	free(fl);
-fail_alloc:
-	tide__bounce_put(&p->bounce, buf, (size_t)n * ps);
-	return -ENOMEM;
+/*
+ * Fill pages [page, page + n) of r, all missing, at most tide__fill_run_max.
+ * A hole at the start of the run is installed as zeros at once; the rest is
+ * read (a hole further in reads as zeros too, just not for free). Returns
+ * the number of pages started, which is fewer than n when the budget or the
+ * bounce arena has no room for all of them, or -EAGAIN (no room for one
+ * page) or -ENOMEM.
+ */
+int tide__fill_run(struct tide_pool *p, struct region *r, uint64_t page, uint32_t n, bool write,
+		   enum fill_kind prefetch, uint64_t t_fault)
+{
+	uint32_t zero;
+	int ret;
+
+	if (n > tide__fill_run_max(r))
+		n = tide__fill_run_max(r);
+	while (n && !tide__pool_has_room(p, (size_t)n * r->page_size))
+		n--;
+	if (!n)
+		return -EAGAIN;
+	zero = hole_pages(r, page, n);
+	if (!zero)
+		return fill_read(p, r, page, n, write, prefetch, t_fault);
+	ret = fill_zero(p, r, page, zero, write, prefetch, t_fault);
+	if (ret < 0 || zero == n)
+		return ret;
+	ret = fill_read(p, r, page + zero, n - zero, write, prefetch, t_fault);
+	return ret < 0 ? (int)zero : (int)zero + ret;
 }
 
 int tide__fill_start(struct tide_pool *p, struct region *r, uint64_t page, bool write,

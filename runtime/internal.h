@@ -170,6 +170,7 @@ struct region {
 	uint64_t next_seq_page;  /* read-ahead: the page a sequential run faults next */
 	unsigned seq_run;
 	bool seq_write;          /* every fault of the run was a write */
+	bool zeropage;           /* the range takes UFFDIO_ZEROPAGE */
 	bool dying;
 };
 static inline char *tide__page_addr(struct region *r, uint64_t page)
@@ -197,6 +198,8 @@ size_t tide__regions_of(const struct tide_pool *p); /* mapped, its shards' inclu
 /* ---- fault.c / fill.c ---- */
 void tide__fault(struct tide_pool *p, const struct uffd_msg *m, uint64_t now);
 enum fill_kind { FILL_DEMAND = 0, FILL_READAHEAD = 1, FILL_PREFETCH = 2 };
+int tide__fill_init(struct tide_pool *p);        /* the zero source for store holes */
+void tide__fill_fini(struct tide_pool *p);
 uint32_t tide__fill_run_max(const struct region *r);
 int tide__fill_run(struct tide_pool *p, struct region *r, uint64_t page, uint32_t n, bool write,
 		   enum fill_kind prefetch, uint64_t t_fault);
@@ -294,6 +297,7 @@ struct tide_pool {
 	struct io_uring ring;
 	int ring_efd;
 	struct tide__bounce bounce;
+	char *zeros;              /* fill.c: read-only zeros, never uffd-registered */
 	int odirect_warned;
 	int odirect_used;         /* a file store got O_DIRECT */
 	enum tide_writeback writeback; /* the path in use: fixed or direct */

@@ -361,6 +361,11 @@ int tide__pool_start(struct tide_pool **out, const struct tide_options *opts,
 		tide__fail(ret, "cannot allocate %zu bytes of bounce buffers", p->opt.bounce);
 		goto fail_bounce;
 	}
+	ret = tide__fill_init(p);
+	if (ret < 0) {
+		tide__fail(ret, "no address space for the zero source of store holes");
+		goto fail_zeros;
+	}
 	ret = tide__ring_init(p);
 	if (ret < 0)
 		goto fail_ring;
@@ -416,6 +421,8 @@ fail_sem:
 fail_epochs:
 	tide__ring_fini(p);
 fail_ring:
+	tide__fill_fini(p);
+fail_zeros:
 	tide__bounce_fini(&p->bounce);
 fail_bounce:
 	if (p->drop_pidfd >= 0)
@@ -447,6 +454,7 @@ int tide_pool_destroy(tide_pool *p)
 	pthread_mutex_destroy(&p->lock);
 	tide__epochs_fini(p);
 	tide__ring_fini(p);
+	tide__fill_fini(p);
 	tide__bounce_fini(&p->bounce);
 	if (p->drop_pidfd >= 0)
 		close(p->drop_pidfd);

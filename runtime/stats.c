@@ -97,6 +97,7 @@ void tide__stats_sum(struct tide_stats *sum, struct tide__stats *all,
 	ADD(drop_calls);
 	ADD(store_reads);
 	ADD(store_writes);
+	ADD(fills_zero);
 #undef ADD
 	sum->writeback = s->writeback;     /* every shard resolves it alike */
 	sum->odirect |= s->odirect;

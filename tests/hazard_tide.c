@@ -1,4 +1,5 @@
-/* tide itself: eviction, flush, prefetch and unmap under every write-back path never hang and never lose a write. */
+/* tide itself: eviction, flush, prefetch and unmap under every write-back path never hang and never lose a write,
+ * over a seeded file and over a sparse one (holes filled as zeros, written, evicted). */
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
 #include <errno.h>
@@ -30,6 +31,7 @@ struct run {
 	size_t file_size;
 	size_t budget;
 	unsigned writes;          /* per writer */
+	bool sparse;              /* the file has no data: every first fill is a hole's */
 };
 
 struct ctx {
@@ -63,12 +65,13 @@ static uint64_t rnd(uint64_t *s)
 	return *s;
 }
 
-/* What word i of a page must hold: the writer's last store, else the seed. */
+/* What word i of a page must hold: the writer's last store, else the
+ * seed's word (zero in a sparse file). */
 static uint64_t want(const struct ctx *c, uint64_t page, size_t i)
 {
 	if (i < WRITERS && c->model[page * WRITERS + i])
 		return c->model[page * WRITERS + i];
-	return test_word(page * (c->run->page_size / 8) + i, SEED);
+	return c->run->sparse ? 0 : test_word(page * (c->run->page_size / 8) + i, SEED);
 }
 
 struct writer_arg { struct ctx *c; unsigned w; };
@@ -168,7 +171,7 @@ static void workload(void *arg)
 	c.npages = r->file_size / r->page_size;
 	c.model = calloc(c.npages * WRITERS, sizeof(uint64_t));
 	phase(&c, "create the pool");
-	fd = test_file(r->file_size, SEED);
+	fd = test_file(r->file_size, r->sparse ? 0 : SEED);
 	tide_options_init(&o);
 	o.budget = r->budget;
 	o.writeback = r->wb;
@@ -212,6 +215,10 @@ static void workload(void *arg)
 		     tide_writeback_name(r->wb));
 		_exit(15);
 	}
+	if (r->sparse && s.fills_zero == 0) {
+		FAIL(&c, "no page of the sparse file was filled as a hole");
+		_exit(20);
+	}
 	phase(&c, "read every page back through the mapping (evicting again)");
 	bad = verify(&c, (const uint64_t *)c.base, 0, c.npages);
 	if (bad >= 0) {
@@ -246,7 +253,7 @@ static void workload(void *arg)
 
 ParameterizedTestParameters(tide, never_hangs_never_loses_a_write)
 {
-	static struct run runs[9];
+	static struct run runs[12];
 	static const enum tide_writeback wbs[] = { TIDE_WRITEBACK_FIXED, TIDE_WRITEBACK_DIRECT,
 						   TIDE_WRITEBACK_AUTO };
 	int n = 0;
@@ -256,6 +263,9 @@ ParameterizedTestParameters(tide, never_hangs_never_loses_a_write)
 		runs[n++] = (struct run){ wbs[i], 64 * KiB, 32 * MiB, 2 * MiB, 6000 };
 		runs[n++] = (struct run){ wbs[i], 2 * MiB, 48 * MiB, 8 * MiB, 300 };
 	}
+	runs[n++] = (struct run){ TIDE_WRITEBACK_FIXED, 4 * KiB, 16 * MiB, 1 * MiB, 12000, true };
+	runs[n++] = (struct run){ TIDE_WRITEBACK_DIRECT, 4 * KiB, 16 * MiB, 1 * MiB, 12000, true };
+	runs[n++] = (struct run){ TIDE_WRITEBACK_DIRECT, 64 * KiB, 32 * MiB, 2 * MiB, 6000, true };
 	return cr_make_param_array(struct run, runs, n);
 }
 

@@ -11,15 +11,10 @@
  * 64 KiB reads at QD1 give 190 MB/s, 512 KiB ones 570 MB/s).
  *
  * Pages the store reports as a hole (ops->hole) are not read at all: they
- * are installed at once, in the same pass. A page that will be written
- * before it is read (a write fault, a sequential writer's run) or cannot be
- * written at all (a read-only region) maps the shared zero page with
- * UFFDIO_ZEROPAGE: nothing is allocated or copied here, and the app's
- * write takes an ordinary copy-on-write in the kernel. A read fault on a
- * writable region must see its first write, and UFFDIO_ZEROPAGE cannot
- * write-protect, so that page is copied, write-protected, from the pool's
- * zero source: a read-only anonymous mapping that is never written and so
- * maps only the shared zero page. Either way dirty tracking stays exact.
+ * are installed at once, in the same pass, from the pool's zero source, a
+ * read-only anonymous mapping that is never written and so maps only the
+ * shared zero page. They take the same per-page modes as a read, so dirty
+ * tracking stays exact: a read fault still gets its page write-protected.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -107,37 +102,25 @@ static void fill_installed(struct tide_pool *p, const struct fill *fl, uint32_t 
 		tide__stats_latency(&p->st, tide__now_ns() - fr->t_fault);
 }
 
-enum install_mode { INSTALL_COPY, INSTALL_COPY_WP, INSTALL_ZEROPAGE };
-
-/* A read fault on a writable region gets its page write-protected, so its
- * first write is seen; only the other pages of a hole may map the zero page
- * (which UFFDIO_ZEROPAGE cannot protect). */
-static enum install_mode install_mode(const struct fill *fl, const struct frame *fr)
+/* A read fault gets its page write-protected, so its first write is seen. */
+static uint64_t copy_mode(const struct frame *fr)
 {
-	bool wp = !fr->want_write && (fr->region->prot & TIDE_PROT_WRITE);
-
-	if (fl->zero && !wp && fr->region->zeropage)
-		return INSTALL_ZEROPAGE;
-	return wp ? INSTALL_COPY_WP : INSTALL_COPY;
+	return !fr->want_write && (fr->region->prot & TIDE_PROT_WRITE) ? UFFDIO_COPY_MODE_WP : 0;
 }
 
 /* Install pages [i, j) of a fill, which all take the same mode, in as few
  * ioctls as the kernel allows. A partial copy reports -EAGAIN with the
  * bytes it did; the next call then starts at the page that stopped it. */
-static void install(struct tide_pool *p, struct fill *fl, uint32_t i, uint32_t j,
-		    enum install_mode mode)
+static void install(struct tide_pool *p, struct fill *fl, uint32_t i, uint32_t j, uint64_t mode)
 {
 	struct region *r = fl->region;
 	size_t ps = r->page_size;
 
 	while (i < j) {
 		char *addr = tide__page_addr(r, fl->page + i);
-		size_t len = (size_t)(j - i) * ps;
 		int64_t copied = 0;
-		int ret = mode == INSTALL_ZEROPAGE
-			? tide__uffd_zeropage(p->uffd, addr, len, &copied)
-			: tide__uffd_copy(p->uffd, addr, (char *)fl->buf + (size_t)i * ps, len,
-					  mode == INSTALL_COPY_WP ? UFFDIO_COPY_MODE_WP : 0, &copied);
+		int ret = tide__uffd_copy(p->uffd, addr, (char *)fl->buf + (size_t)i * ps,
+					  (size_t)(j - i) * ps, mode, &copied);
 
 		for (; copied > 0; copied -= (int64_t)ps)
 			fill_installed(p, fl, fl->frames[i++]);
@@ -162,10 +145,10 @@ static void install_all(struct tide_pool *p, struct fill *fl)
 	uint32_t i = 0;
 
 	while (i < fl->n) {
-		enum install_mode mode = install_mode(fl, tide__frame(p, fl->frames[i]));
+		uint64_t mode = copy_mode(tide__frame(p, fl->frames[i]));
 		uint32_t j = i + 1;
 
-		while (j < fl->n && install_mode(fl, tide__frame(p, fl->frames[j])) == mode)
+		while (j < fl->n && copy_mode(tide__frame(p, fl->frames[j])) == mode)
 			j++;
 		install(p, fl, i, j, mode);
 		i = j;

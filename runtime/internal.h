@@ -170,7 +170,6 @@ struct region {
 	uint64_t next_seq_page;  /* read-ahead: the page a sequential run faults next */
 	unsigned seq_run;
 	bool seq_write;          /* every fault of the run was a write */
-	bool zeropage;           /* the range takes UFFDIO_ZEROPAGE */
 	bool dying;
 };
 static inline char *tide__page_addr(struct region *r, uint64_t page)

@@ -261,7 +261,6 @@ static void *region_map(tide_pool *p, const struct tide_store_ops *ops, void *st
 		ret = tide__fail(-ENOTSUP, "this kernel cannot UFFDIO_COPY into the range");
 		goto fail_registered;
 	}
-	r->zeropage = ioctls & (1ull << _UFFDIO_ZEROPAGE);
 	req.region = r;
 	ret = tide__request(p, &req);
 	if (ret < 0) {

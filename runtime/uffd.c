@@ -98,16 +98,6 @@ int tide__uffd_copy(int fd, void *dst, const void *src, size_t len, uint64_t mod
 	return ret;
 }
 
-int tide__uffd_zeropage(int fd, void *dst, size_t len, int64_t *zeroed)
-{
-	struct uffdio_zeropage z = { .range = { .start = (uintptr_t)dst, .len = len } };
-	int ret = ioctl(fd, UFFDIO_ZEROPAGE, &z) < 0 ? -errno : 0;
-
-	if (zeroed)
-		*zeroed = z.zeropage;
-	return ret;
-}
-
 int tide__uffd_wp(int fd, void *addr, size_t len, bool protect, bool wake)
 {
 	struct uffdio_writeprotect wp = {

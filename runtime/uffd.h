@@ -77,8 +77,6 @@ int tide__uffd_unregister(int fd, void *addr, size_t len);
 /* UFFDIO_COPY; on a partial copy returns the kernel's error, *copied the bytes. */
 int tide__uffd_copy(int fd, void *dst, const void *src, size_t len, uint64_t mode,
 		    int64_t *copied);
-/* UFFDIO_ZEROPAGE: map the shared zero page; partial as with UFFDIO_COPY. */
-int tide__uffd_zeropage(int fd, void *dst, size_t len, int64_t *zeroed);
 int tide__uffd_wp(int fd, void *addr, size_t len, bool protect, bool wake);
 int tide__uffd_wake(int fd, void *addr, size_t len);
 int tide__uffd_poison(int fd, void *addr, size_t len);

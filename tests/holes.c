@@ -77,38 +77,6 @@ static bool resident(const void *page)
 	return v & 1;
 }
 
-/* The page frame behind a mapped 4 KiB page, from /proc/self/pagemap:
- * 0 when absent, or hidden (frame numbers need CAP_SYS_ADMIN). */
-static uint64_t frame_of(const void *addr)
-{
-	uint64_t e = 0;
-	int fd = open("/proc/self/pagemap", O_RDONLY);
-
-	if (fd < 0)
-		return 0;
-	if (pread(fd, &e, sizeof(e), (off_t)((uintptr_t)addr / (4 * KiB) * sizeof(e))) != sizeof(e))
-		e = 0;
-	close(fd);
-	return e >> 63 ? e & ((1ull << 55) - 1) : 0;
-}
-
-/* The frame of the shared zero page (what a read of never-written anonymous
- * memory maps), or 0 when frames are hidden: the reason is logged. */
-static uint64_t zero_frame(void)
-{
-	volatile char *z = mmap(NULL, 4 * KiB, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	uint64_t f;
-
-	cr_assert(z != MAP_FAILED);
-	(void)z[0];
-	f = frame_of((const void *)z);
-	munmap((void *)z, 4 * KiB);
-	if (!f)
-		cr_log_info("page frame numbers are hidden here (no CAP_SYS_ADMIN): "
-			    "which pages map the zero page is not checked");
-	return f;
-}
-
 /* What the tests write: words no hole holds. */
 static uint64_t mark(size_t word)
 {
@@ -242,7 +210,6 @@ static void unwritten_dirty_pages(enum tide_writeback wb)
 {
 	size_t ps = 4 * KiB, budget = 512 * KiB, len = 8 * budget, npages = len / ps;
 	size_t words = ps / 8, written = 16, bad = 0;
-	uint64_t zf;
 	int fd = hole_file(len, true);
 	tide_pool *pool = make_pool(wb, budget, 32, 1);
 	uint64_t *p = tide_map(pool, fd, 0, len, TIDE_PROT_READ | TIDE_PROT_WRITE, 0);
@@ -257,10 +224,6 @@ static void unwritten_dirty_pages(enum tide_writeback wb)
 	a = stats(pool);
 	cr_assert_gt(a.dirty_bytes, written * ps, "no page ahead of the writer was installed dirty");
 	cr_expect_eq(a.store_reads, 0);
-	/* Dirty, never written: the shared zero page, not a copy of it. */
-	if ((zf = zero_frame()))
-		cr_expect_eq(frame_of(p + (written + 2) * words), zf,
-			     "a page ahead of the writer is not the zero page");
 	/* Reading the far half evicts everything the writer left. */
 	for (size_t pg = npages / 2; pg < npages; pg++)
 		bad += p[pg * words] != 0;
@@ -330,7 +293,6 @@ ParameterizedTest(struct mixed_case *c, holes, data_between_holes)
 {
 	size_t bs = 4 * KiB, len = 2 * MiB, ps = c->page_size, bwords = bs / 8;
 	size_t npages = len / ps, hole_pages = 0, data_pages = 0, bad = 0;
-	uint64_t zf;
 	int fd = test_file(len, 0);
 	uint64_t *block = malloc(bs), *p;
 	struct tide_options o;
@@ -368,23 +330,6 @@ ParameterizedTest(struct mixed_case *c, holes, data_between_holes)
 	for (size_t i = 0; i < len / 8; i++)
 		bad += p[i] != (block_has_data(i / bwords) ? test_word(i, 5) : 0);
 	cr_expect_eq(bad, 0, "%zu words differ from the file", bad);
-	/* A hole read in a read-only region maps the zero page; in a writable
-	 * one it must be a write-protected copy, so its first write is seen. */
-	if ((zf = zero_frame()) && !c->read_ahead)
-		for (size_t pg = 0; pg < npages; pg++) {
-			bool hole = true;
-
-			for (size_t b = pg * ps / bs; b < (pg + 1) * ps / bs; b++)
-				hole &= !block_has_data(b);
-			if (!hole)
-				continue;
-			if (c->prot & TIDE_PROT_WRITE)
-				cr_expect_neq(frame_of((char *)p + pg * ps), zf,
-					      "page %zu of a writable region maps the zero page", pg);
-			else
-				cr_expect_eq(frame_of((char *)p + pg * ps), zf,
-					     "hole page %zu of a read-only region was copied", pg);
-		}
 	st = stats(pool);
 	cr_expect_eq(st.fills, npages);
 	if (!c->read_ahead) {

@@ -56,6 +56,15 @@ void test_require_uffd(void)
 		cr_skip_test("userfaultfd lacks write-protect (UFFD_FEATURE_PAGEFAULT_FLAG_WP)");
 }
 
+void test_require_writeback(enum tide_writeback wb)
+{
+	char why[256] = "";
+
+	test_require_uffd();
+	if (wb == TIDE_WRITEBACK_DIRECT && tide__probe_direct_write(why, sizeof(why)) != 1)
+		cr_skip_test("direct write-back is not safe on this kernel: %s", why);
+}
+
 int test_in_child(void (*fn)(void *), void *arg, int timeout_ms)
 {
 	int status = 0;

@@ -7,6 +7,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "tide.h"
+
 #define KiB (1024ull)
 #define MiB (1024ull * 1024)
 
@@ -27,6 +29,9 @@ static inline uint64_t test_word(uint64_t i, uint64_t seed)
 
 /* Skips the calling test with the reason when userfaultfd (with WP) cannot be used. */
 void test_require_uffd(void);
+/* The same, and for TIDE_WRITEBACK_DIRECT the start-up probe must call it
+ * safe here (on 5.8 it hangs the service thread): skip with its reason. */
+void test_require_writeback(enum tide_writeback wb);
 
 /* Runs fn(arg) in a forked child. Returns the child's exit status (0..255),
  * 128+signal if it died of a signal, or -1 if it was still running after

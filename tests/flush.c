@@ -17,7 +17,7 @@ static tide_pool *make_pool(enum tide_writeback wb, size_t ps)
 	tide_pool *pool;
 	int ret;
 
-	test_require_uffd();
+	test_require_writeback(wb);
 	tide_options_init(&o);
 	o.budget = ps * 4 > 4 * MiB ? ps * 4 : 4 * MiB;
 	o.page_size = ps;

@@ -20,13 +20,7 @@ static tide_pool *make_pool(enum tide_writeback wb, size_t budget, unsigned read
 	struct tide_options o;
 	tide_pool *pool;
 
-	test_require_uffd();
-	if (wb == TIDE_WRITEBACK_DIRECT) {
-		char why[256] = "";
-
-		if (tide__probe_direct_write(why, sizeof(why)) != 1)
-			cr_skip_test("direct write-back is not safe on this kernel: %s", why);
-	}
+	test_require_writeback(wb);
 	tide_options_init(&o);
 	o.budget = budget;
 	o.page_size = 4 * KiB;

@@ -71,7 +71,7 @@ static void run(size_t page_size, size_t budget, enum tide_writeback wb, unsigne
 	uint64_t *disk;
 	int fd, ret;
 
-	test_require_uffd();
+	test_require_writeback(wb);
 	fd = test_file(length, 42);
 	tide_options_init(&o);
 	o.budget = budget;

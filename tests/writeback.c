@@ -19,7 +19,7 @@ static tide_pool *make_pool(enum tide_writeback wb, size_t ps, size_t budget, si
 	struct tide_options o;
 	tide_pool *pool;
 
-	test_require_uffd();
+	test_require_writeback(wb);
 	tide_options_init(&o);
 	o.budget = budget;
 	o.page_size = ps;
@@ -212,7 +212,7 @@ ParameterizedTest(enum tide_writeback *wb, writeback, run_longer_than_bounce)
 	struct tide_stats a, b;
 	bool *dirty = malloc(npages);
 
-	test_require_uffd();
+	test_require_writeback(*wb);
 	tide_options_init(&o);
 	o.budget = 16 * MiB;
 	o.bounce = 4 * MiB;

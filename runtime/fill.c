@@ -110,27 +110,34 @@ static uint64_t copy_mode(const struct frame *fr)
 
 /* Install pages [i, j) of a fill, which all take the same mode, in as few
  * ioctls as the kernel allows. A partial copy reports -EAGAIN with the
- * bytes it did; the next call then starts at the page that stopped it. */
+ * bytes it did; the next call then starts at the byte that stopped it. */
 static void install(struct tide_pool *p, struct fill *fl, uint32_t i, uint32_t j, uint64_t mode)
 {
 	struct region *r = fl->region;
-	size_t ps = r->page_size;
+	size_t ps = r->page_size, done = 0;   /* bytes of page i in place */
 
 	while (i < j) {
 		char *addr = tide__page_addr(r, fl->page + i);
 		int64_t copied = 0;
-		int ret = tide__uffd_copy(p->uffd, addr, (char *)fl->buf + (size_t)i * ps,
-					  (size_t)(j - i) * ps, mode, &copied);
+		int ret = tide__uffd_copy(p->uffd, addr + done, (char *)fl->buf + (size_t)i * ps + done,
+					  (size_t)(j - i) * ps - done, mode, &copied);
 
-		for (; copied > 0; copied -= (int64_t)ps)
+		/* The kernel copies 4 KiB at a time, so a partial copy can stop
+		 * inside a larger page: that page is in only when all of it is. */
+		for (done += copied > 0 ? (size_t)copied : 0; done >= ps; done -= ps)
 			fill_installed(p, fl, fl->frames[i++]);
 		if (ret == 0 || ret == -EAGAIN)
 			continue;
 		if (ret == -EEXIST) {
-			/* Already there, which only our own install can have
-			 * done: wake its waiters and go on. */
-			tide__uffd_wake(p->uffd, addr, ps);
-			fill_installed(p, fl, fl->frames[i++]);
+			/* That 4 KiB is there already, which only our own install
+			 * can have done: step over it; wake the page's waiters
+			 * once the page is whole. */
+			done += TIDE_MIN_PAGE;
+			if (done >= ps) {
+				tide__uffd_wake(p->uffd, addr, ps);
+				fill_installed(p, fl, fl->frames[i++]);
+				done = 0;
+			}
 			continue;
 		}
 		/* ENOENT/ESRCH: the range or the process is going away. */

@@ -65,6 +65,14 @@ void test_require_writeback(enum tide_writeback wb)
 		cr_skip_test("direct write-back is not safe on this kernel: %s", why);
 }
 
+struct tide_stats test_stats(tide_pool *pool)
+{
+	struct tide_stats st;
+
+	cr_assert_eq(tide_pool_stats(pool, &st), 0, "%s", tide_last_error());
+	return st;
+}
+
 int test_in_child(void (*fn)(void *), void *arg, int timeout_ms)
 {
 	int status = 0;

@@ -33,6 +33,9 @@ void test_require_uffd(void);
  * safe here (on 5.8 it hangs the service thread): skip with its reason. */
 void test_require_writeback(enum tide_writeback wb);
 
+/* The pool's counters, asserting the call works. */
+struct tide_stats test_stats(tide_pool *pool);
+
 /* Runs fn(arg) in a forked child. Returns the child's exit status (0..255),
  * 128+signal if it died of a signal, or -1 if it was still running after
  * timeout_ms (it is then killed). Never hangs. */

@@ -32,14 +32,6 @@ static tide_pool *make_pool(enum tide_writeback wb, size_t budget, unsigned read
 	return pool;
 }
 
-static struct tide_stats stats(tide_pool *pool)
-{
-	struct tide_stats st;
-
-	cr_assert_eq(tide_pool_stats(pool, &st), 0);
-	return st;
-}
-
 /* A file of `size` bytes that reads as zeros and has no data extent:
  * sparse (ftruncate) or fallocated (unwritten extents). */
 static int hole_file(uint64_t size, bool falloc)
@@ -138,7 +130,7 @@ ParameterizedTest(struct file_case *c, holes, file_written_evicted_read_back)
 				w[i] = mark(pg * words + i);
 	}
 	cr_expect_eq(bad, 0, "%zu words of holes did not read as zeros", bad);
-	a = stats(pool);
+	a = test_stats(pool);
 	/* Nothing in the file had data: every fill was a hole's. */
 	cr_expect_eq(a.store_reads, 0, "%llu store reads of a file without data",
 		     (unsigned long long)a.store_reads);
@@ -165,7 +157,7 @@ ParameterizedTest(struct file_case *c, holes, file_written_evicted_read_back)
 			bad += w[i] != (role_written(pg) ? mark(pg * words + i) : 0);
 	}
 	cr_expect_eq(bad, 0, "%zu words read back wrong after eviction", bad);
-	b = stats(pool);
+	b = test_stats(pool);
 	cr_expect_gt(b.store_reads, a.store_reads, "written pages were not read back");
 	cr_expect_gt(b.fills_zero, a.fills_zero, "holes were read back from the store");
 	if (!c->read_ahead) {
@@ -215,13 +207,13 @@ static void unwritten_dirty_pages(enum tide_writeback wb)
 	cr_assert_not_null(disk);
 	for (size_t pg = 0; pg < written; pg++)
 		p[pg * words] = mark(pg * words);
-	a = stats(pool);
+	a = test_stats(pool);
 	cr_assert_gt(a.dirty_bytes, written * ps, "no page ahead of the writer was installed dirty");
 	cr_expect_eq(a.store_reads, 0);
 	/* Reading the far half evicts everything the writer left. */
 	for (size_t pg = npages / 2; pg < npages; pg++)
 		bad += p[pg * words] != 0;
-	b = stats(pool);
+	b = test_stats(pool);
 	cr_expect_eq(bad, 0);
 	cr_expect_gt(b.evictions_dirty, written, "%llu dirty evictions for %zu written pages",
 		     (unsigned long long)b.evictions_dirty, written);
@@ -324,7 +316,7 @@ ParameterizedTest(struct mixed_case *c, holes, data_between_holes)
 	for (size_t i = 0; i < len / 8; i++)
 		bad += p[i] != (block_has_data(i / bwords) ? test_word(i, 5) : 0);
 	cr_expect_eq(bad, 0, "%zu words differ from the file", bad);
-	st = stats(pool);
+	st = test_stats(pool);
 	cr_expect_eq(st.fills, npages);
 	if (!c->read_ahead) {
 		cr_expect_eq(st.fills_zero, hole_pages, "%llu zero fills for %zu pages without data",
@@ -448,7 +440,7 @@ static struct tide_stats hs_read_all(struct hole_store *h, const struct tide_sto
 	for (size_t i = 0; i < len / 8; i++)
 		bad += p[i] != (h->hole[i * 8 / h->ps] ? 0 : test_word(i, 3));
 	cr_expect_eq(bad, 0, "%zu words differ from the store", bad);
-	st = stats(pool);
+	st = test_stats(pool);
 	cr_assert_eq(tide_unmap(p), 0);
 	cr_assert_eq(tide_pool_destroy(pool), 0);
 	return st;
@@ -520,7 +512,7 @@ Test(holes, run_with_a_leading_hole)
 	p = tide_map_store(pool, &ops_holes, &h, 0, len, TIDE_PROT_READ, 0);
 	cr_assert_not_null(p, "%s", tide_last_error());
 	cr_assert_eq(tide_prefetch(p, len), 0, "%s", tide_last_error());
-	st = stats(pool);
+	st = test_stats(pool);
 	cr_expect_eq(st.fills, npages);
 	cr_expect_eq(st.prefetched, npages);
 	cr_expect_eq(st.fills_zero, 16);
@@ -530,7 +522,7 @@ Test(holes, run_with_a_leading_hole)
 	for (size_t i = 0; i < len / 8; i++)
 		bad += p[i] != (i * 8 / ps < 16 ? 0 : test_word(i, 3));
 	cr_expect_eq(bad, 0);
-	cr_expect_eq(stats(pool).faults, 0, "a prefetched page faulted");
+	cr_expect_eq(test_stats(pool).faults, 0, "a prefetched page faulted");
 	cr_assert_eq(tide_unmap(p), 0);
 	cr_assert_eq(tide_pool_destroy(pool), 0);
 	hs_fini(&h);
@@ -555,13 +547,13 @@ Test(holes, store_holes_written_and_evicted)
 		p[pg * words + 1] = mark(pg);
 		model[pg * words + 1] = mark(pg);
 	}
-	a = stats(pool);
+	a = test_stats(pool);
 	cr_expect_gt(a.fills_zero, 0);
 	cr_expect_gt(a.evictions_dirty, 0);
 	for (size_t i = 0; i < len / 8; i++)
 		bad += p[i] != model[i];
 	cr_expect_eq(bad, 0, "%zu words read back wrong", bad);
-	b = stats(pool);
+	b = test_stats(pool);
 	cr_expect_gt(b.fills_zero, a.fills_zero);
 	cr_assert_eq(tide_unmap(p), 0, "%s", tide_last_error());
 	cr_expect_eq(memcmp(h.data, model, len), 0, "the store differs from the model after unmap");

@@ -33,14 +33,6 @@ static tide_pool *make_pool(enum tide_writeback wb, size_t ps, size_t budget, si
 	return pool;
 }
 
-static struct tide_stats stats(tide_pool *pool)
-{
-	struct tide_stats st;
-
-	cr_assert_eq(tide_pool_stats(pool, &st), 0);
-	return st;
-}
-
 /* What a page written by the tests holds: words no seeded file holds. */
 static uint64_t dirty_word(size_t i)
 {
@@ -107,10 +99,10 @@ ParameterizedTest(struct flush_case *c, writeback, flush_contiguous)
 	dirty_pages(p, ps, 0, npages);
 	for (size_t i = 0; i < npages; i++)
 		dirty[i] = true;
-	a = stats(pool);
+	a = test_stats(pool);
 	cr_assert_eq(a.dirty_bytes, npages * ps);
 	cr_assert_eq(tide_flush(p, len), 0, "%s", tide_last_error());
-	b = stats(pool);
+	b = test_stats(pool);
 	cr_expect_eq(b.store_writes - a.store_writes, c->writes, "%llu store writes, want %llu",
 		     (unsigned long long)(b.store_writes - a.store_writes),
 		     (unsigned long long)c->writes);
@@ -124,7 +116,7 @@ ParameterizedTest(struct flush_case *c, writeback, flush_contiguous)
 	/* Clean and protected again: a new write is seen, and leaves alone. */
 	p[3 * ps / 8] = dirty_word(3 * ps / 8);
 	cr_assert_eq(tide_flush(p, len), 0);
-	cr_expect_eq(stats(pool).store_writes - b.store_writes, 1);
+	cr_expect_eq(test_stats(pool).store_writes - b.store_writes, 1);
 	cr_assert_eq(tide_unmap(p), 0);
 	cr_assert_eq(tide_pool_destroy(pool), 0);
 	close(fd);
@@ -144,9 +136,9 @@ Test(writeback, page_larger_than_write_max)
 	dirty_pages(p, ps, 0, npages);
 	for (size_t i = 0; i < npages; i++)
 		dirty[i] = true;
-	a = stats(pool);
+	a = test_stats(pool);
 	cr_assert_eq(tide_flush(p, len), 0, "%s", tide_last_error());
-	b = stats(pool);
+	b = test_stats(pool);
 	cr_expect_eq(b.store_writes - a.store_writes, npages);
 	cr_expect_eq(b.writebacks - a.writebacks, npages);
 	expect_file(fd, len, ps, dirty, 7);
@@ -226,10 +218,10 @@ ParameterizedTest(enum tide_writeback *wb, writeback, run_longer_than_bounce)
 	cr_assert_not_null(dirty);
 	dirty_pages(p, ps, 0, npages);
 	memset(dirty, 1, npages);
-	a = stats(pool);
+	a = test_stats(pool);
 	cr_assert_eq(a.bounce_bytes, 4 * MiB);
 	cr_assert_eq(tide_flush(p, len), 0, "%s", tide_last_error());
-	b = stats(pool);
+	b = test_stats(pool);
 	/* No fill is in flight once every page has been written, so each fixed
 	 * run gets the whole arena. */
 	cr_expect_eq(b.store_writes - a.store_writes, *wb == TIDE_WRITEBACK_FIXED ? 2 : 1);
@@ -262,9 +254,9 @@ Test(writeback, run_split_by_clean_page)
 	dirty_pages(p, ps, 106, 110);
 	for (size_t pg = 0; pg < 256; pg++)
 		dirty[pg] = pg < 20 ? pg != 10 : (pg >= 100 && pg < 110 && pg != 105);
-	a = stats(pool);
+	a = test_stats(pool);
 	cr_assert_eq(tide_flush(p, len), 0, "%s", tide_last_error());
-	b = stats(pool);
+	b = test_stats(pool);
 	cr_expect_eq(b.store_writes - a.store_writes, 4);
 	cr_expect_eq(b.writebacks - a.writebacks, 19 + 9);
 	cr_expect_eq(b.dirty_bytes, 0);
@@ -310,7 +302,7 @@ ParameterizedTest(struct stream_case *c, writeback, eviction_stream)
 		dirty[pg] = true;
 		dirty_pages(p, c->ps, pg, pg + 1);
 	}
-	st = stats(pool);
+	st = test_stats(pool);
 	cr_expect_gt(st.evictions_dirty, 0, "nothing was evicted dirty");
 	cr_expect_leq(st.peak_resident_bytes, budget);
 	cr_expect_leq(st.store_writes * 4, st.writebacks,
@@ -451,9 +443,9 @@ Test(writeback, failed_run_stays_dirty)
 
 	p = map_all_dirty(pool, &m, len, ps, dirty);
 	m.fail_writes = 1;
-	a = stats(pool);
+	a = test_stats(pool);
 	cr_expect_eq(tide_flush(p, len), -EIO, "flush on a failing store");
-	b = stats(pool);
+	b = test_stats(pool);
 	cr_expect_eq(b.store_writes - a.store_writes, 4);
 	cr_expect_eq(m.writes, 4, "the store saw %u writes", m.writes);
 	cr_expect_eq(b.writeback_errors, npages, "errors count pages");
@@ -465,9 +457,9 @@ Test(writeback, failed_run_stays_dirty)
 	cr_expect_eq(tide_flush(p, len), -EIO, "the store still fails");
 
 	m.fail_writes = 0;
-	a = stats(pool);
+	a = test_stats(pool);
 	cr_expect_eq(tide_flush(p, len), 0, "flush once the store works: %s", tide_last_error());
-	b = stats(pool);
+	b = test_stats(pool);
 	cr_expect_eq(b.store_writes - a.store_writes, 4);
 	cr_expect_eq(b.writebacks - a.writebacks, npages);
 	cr_expect_eq(b.dirty_bytes, 0);
@@ -489,10 +481,10 @@ Test(writeback, short_write_fails_the_rest)
 
 	p = map_all_dirty(pool, &m, len, ps, dirty);
 	m.short_writes = 1;
-	a = stats(pool);
+	a = test_stats(pool);
 	/* Four runs of 16 pages; each write stores 8 pages and 100 bytes. */
 	cr_expect_eq(tide_flush(p, len), -EIO);
-	b = stats(pool);
+	b = test_stats(pool);
 	cr_expect_eq(b.store_writes - a.store_writes, 4);
 	cr_expect_eq(b.writebacks - a.writebacks, npages / 2);
 	cr_expect_eq(b.writeback_errors, npages / 2);
@@ -501,7 +493,7 @@ Test(writeback, short_write_fails_the_rest)
 	m.short_writes = 0;
 	a = b;
 	cr_expect_eq(tide_flush(p, len), 0, "%s", tide_last_error());
-	b = stats(pool);
+	b = test_stats(pool);
 	cr_expect_eq(b.store_writes - a.store_writes, 4, "the uncovered halves are four runs");
 	cr_expect_eq(b.writebacks - a.writebacks, npages / 2);
 	cr_expect_eq(b.dirty_bytes, 0);
@@ -531,7 +523,7 @@ Test(writeback, eviction_recovers_from_failed_runs)
 		dirty[pg] = true;
 		dirty_pages(p, ps, pg, pg + 1);
 	}
-	st = stats(pool);
+	st = test_stats(pool);
 	cr_expect_gt(st.writeback_errors, 0, "no write failed");
 	cr_expect_gt(st.evictions_dirty, 0);
 	cr_expect_leq(st.peak_resident_bytes, budget);
@@ -592,7 +584,7 @@ ParameterizedTest(enum tide_writeback *wb, writeback, redirtied_page_of_run)
 
 	p = map_all_dirty(pool, &m, len, ps, dirty);
 	w = p + hot * ps / 8;
-	a = stats(pool);
+	a = test_stats(pool);
 	m.hold = 1;
 	fl = (struct flusher){ .p = p, .len = len };
 	cr_assert_eq(pthread_create(&flusher, NULL, do_flush, &fl), 0);
@@ -606,7 +598,7 @@ ParameterizedTest(enum tide_writeback *wb, writeback, redirtied_page_of_run)
 	 * read its fault, the page is marked to stay. */
 	cr_assert_eq(pthread_create(&writer, NULL, do_write, w), 0);
 	do {
-		b = stats(pool);
+		b = test_stats(pool);
 		sched_yield();
 	} while (b.faults_coalesced == a.faults_coalesced);
 	tide_io_complete(m.held, (ssize_t)m.held_len);
@@ -614,7 +606,7 @@ ParameterizedTest(enum tide_writeback *wb, writeback, redirtied_page_of_run)
 	pthread_join(writer, NULL);
 	cr_expect_eq(fl.result, 0, "%s", tide_last_error());
 
-	b = stats(pool);
+	b = test_stats(pool);
 	cr_expect_eq(b.store_writes - a.store_writes, 1);
 	cr_expect_eq(b.writebacks - a.writebacks, npages);
 	cr_expect_eq(b.dirty_bytes, ps, "only the page written meanwhile is dirty");
@@ -622,7 +614,7 @@ ParameterizedTest(enum tide_writeback *wb, writeback, redirtied_page_of_run)
 	cr_expect_eq(*w, 0x5eed);
 
 	cr_assert_eq(tide_flush(p, len), 0);
-	a = stats(pool);
+	a = test_stats(pool);
 	cr_expect_eq(a.store_writes - b.store_writes, 1);
 	cr_expect_eq(a.writebacks - b.writebacks, 1);
 	cr_expect_eq(((uint64_t *)m.data)[hot * ps / 8], 0x5eed);

@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #include "common.h"
-#include "uffd.h"
+#include "internal.h"
 
 int test_file(uint64_t size, uint64_t seed)
 {

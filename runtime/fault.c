@@ -205,8 +205,10 @@ void tide__fault(struct tide_pool *p, const struct uffd_msg *m, uint64_t now)
 	tide__pool_reclaim(p);
 }
 
-void tide__waiters_run(struct tide_pool *p)
+int tide__waiters_run(struct tide_pool *p)
 {
+	int served = 0;
+
 	while (p->waiting) {
 		struct pending_fault *pf = p->waiting;
 		struct region *r = pf->region;
@@ -221,8 +223,15 @@ void tide__waiters_run(struct tide_pool *p)
 			else
 				tide__uffd_wake(p->uffd, tide__page_addr(r, pf->page), r->page_size);
 		} else if (tide__fill_start(p, r, pf->page, pf->write, FILL_DEMAND, pf->t_fault) < 0) {
+			uint64_t before = p->resident;
+
+			/* Clean drops, and writes a store completes inline, make
+			 * room at once: then try again rather than wait for an
+			 * event that may never come. */
 			tide__pool_reclaim(p);
-			return;
+			if (p->resident < before)
+				continue;
+			return served;
 		}
 		p->waiting = pf->next;
 		if (!p->waiting)
@@ -236,7 +245,9 @@ void tide__waiters_run(struct tide_pool *p)
 		    (n = ra_window(p, r)))
 			ra_fill(p, r, pf->page + 1, pf->page + n);
 		free(pf);
+		served++;
 	}
+	return served;
 }
 
 /* Faults of a region being torn down: their threads retry and find the

@@ -167,6 +167,8 @@ struct region {
 	uint64_t busy;           /* fills and write-backs in flight */
 	uint64_t dirty;          /* bytes of dirty pages */
 	int error;               /* first write-back error since the last flush */
+	uint64_t retry_at;       /* ns: after a failed write, no background write before */
+	unsigned backoff_ms;     /* the wait after the last failure, doubling */
 	uint64_t next_seq_page;  /* read-ahead: the page a sequential run faults next */
 	unsigned seq_run;
 	bool seq_write;          /* every fault of the run was a write */
@@ -204,7 +206,7 @@ int tide__fill_run(struct tide_pool *p, struct region *r, uint64_t page, uint32_
 		   enum fill_kind prefetch, uint64_t t_fault);
 int tide__fill_start(struct tide_pool *p, struct region *r, uint64_t page, bool write,
 		     enum fill_kind kind, uint64_t t_fault);
-void tide__waiters_run(struct tide_pool *p);     /* retry faults that waited for room */
+int tide__waiters_run(struct tide_pool *p);      /* retry faults that waited for room; served */
 void tide__waiters_forget(struct tide_pool *p, struct region *r);
 
 /* ---- writeback.c ---- */
@@ -220,6 +222,12 @@ void tide__epochs_fini(struct tide_pool *p);
 int tide__epoch_seal(struct tide_pool *p, struct request *req);
 void tide__flush_written(struct tide_pool *p, struct request *req);
 void tide__writeback_timer(struct tide_pool *p);
+/* A region whose store failed a write is left alone by eviction and the
+ * timer until its back-off passes (flushes still write at once). */
+static inline bool tide__region_backing_off(const struct region *r, uint64_t now)
+{
+	return r->retry_at > now;
+}
 
 /* ---- loop.c: the service thread ---- */
 enum request_kind { REQ_MAP, REQ_UNMAP, REQ_FLUSH, REQ_PREFETCH, REQ_STATS, REQ_STOP };
@@ -244,6 +252,7 @@ int tide__request(struct tide_pool *p, struct request *req); /* from an app thre
 void tide__request_start(struct tide_pool *p, struct request *req);
 void tide__loop_stop(struct tide_pool *p);
 void tide__request_finish(struct tide_pool *p, struct request *req, int result);
+void tide__loop_wake_at(struct tide_pool *p, uint64_t when_ns); /* run a pass then */
 void tide__requests_progress(struct tide_pool *p);
 
 /* One pool with its own service thread: a pool of service_threads = 1, or a
@@ -306,6 +315,7 @@ struct tide_pool {
 	uv_poll_t ring_poll;
 	uv_async_t wakeup;
 	uv_timer_t timer;
+	uv_timer_t retry;         /* a store's write-back back-off ends */
 	uv_idle_t spin;
 	uv_thread_t thread;
 	uv_sem_t started;

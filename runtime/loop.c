@@ -84,7 +84,7 @@ static int pass(struct tide_pool *p)
 		n += tide__io_remote_run(p);
 		tide__io_backlog_run(p);
 		p->doing = "retrying faults that waited for room";
-		tide__waiters_run(p);
+		n += tide__waiters_run(p);
 		p->doing = "advancing flush, unmap and prefetch requests";
 		tide__requests_progress(p);
 		tide__ring_submit(p);
@@ -161,6 +161,28 @@ static void on_timer(uv_timer_t *h)
 	pass(p);
 }
 
+static void on_retry(uv_timer_t *h)
+{
+	pass(h->data);
+}
+
+void tide__loop_wake_at(struct tide_pool *p, uint64_t when_ns)
+{
+	uint64_t now = tide__now_ns(), ms;
+
+	if (p->stopping)
+		return;
+	/* libuv counts whole milliseconds from its cached loop time: round up
+	 * and add one, so the pass never comes before `when_ns`. */
+	uv_update_time(&p->loop);
+	ms = when_ns > now ? (when_ns - now + 999999) / 1000000 + 1 : 0;
+	/* The earliest wins: a later back-off never delays an earlier one. */
+	if (uv_is_active((uv_handle_t *)&p->retry) &&
+	    uv_timer_get_due_in(&p->retry) <= ms)
+		return;
+	uv_timer_start(&p->retry, on_retry, ms, 0);
+}
+
 static void stop_loop(struct tide_pool *p)
 {
 	p->stopping = true;
@@ -168,6 +190,7 @@ static void stop_loop(struct tide_pool *p)
 	uv_close((uv_handle_t *)&p->ring_poll, NULL);
 	uv_close((uv_handle_t *)&p->wakeup, NULL);
 	uv_close((uv_handle_t *)&p->timer, NULL);
+	uv_close((uv_handle_t *)&p->retry, NULL);
 	uv_close((uv_handle_t *)&p->spin, NULL);
 }
 
@@ -197,10 +220,12 @@ static void service_main(void *arg)
 	if (ret < 0)
 		goto fail;
 	p->uffd_poll.data = p->ring_poll.data = p->wakeup.data = p->timer.data = p->spin.data = p;
+	p->retry.data = p;
 	if ((ret = uv_poll_init(&p->loop, &p->uffd_poll, p->uffd)) < 0 ||
 	    (ret = uv_poll_init(&p->loop, &p->ring_poll, p->ring_efd)) < 0 ||
 	    (ret = uv_async_init(&p->loop, &p->wakeup, on_async)) < 0 ||
 	    (ret = uv_timer_init(&p->loop, &p->timer)) < 0 ||
+	    (ret = uv_timer_init(&p->loop, &p->retry)) < 0 ||
 	    (ret = uv_idle_init(&p->loop, &p->spin)) < 0) {
 		uv_walk(&p->loop, (uv_walk_cb)(void (*)(void))uv_close, NULL);
 		uv_run(&p->loop, UV_RUN_DEFAULT);

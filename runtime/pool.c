@@ -215,6 +215,7 @@ void tide__pool_reclaim_for(struct tide_pool *p, uint64_t want)
 {
 	uint32_t victims[DROP_BATCH];
 	uint64_t scanned = 0, limit, dropping = 0, need = p->waiting_bytes + want;
+	uint64_t now = tide__now_ns();
 	unsigned n = 0;
 
 	if (p->resident - p->leaving + need <= p->high_bytes)
@@ -247,7 +248,12 @@ void tide__pool_reclaim_for(struct tide_pool *p, uint64_t want)
 			continue;
 		}
 		/* Dirty: leaves after its write-back. Out of bounce space means
-		 * wait for a completion, which runs reclaim again. */
+		 * wait for a completion, which runs reclaim again; a store that
+		 * failed is left alone until its back-off ends. */
+		if (tide__region_backing_off(fr->region, now)) {
+			tide__loop_wake_at(p, fr->region->retry_at);
+			continue;
+		}
 		if (tide__writeback_start(p, f, true) == -EAGAIN)
 			break;
 	}

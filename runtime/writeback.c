@@ -137,11 +137,23 @@ static uint64_t dirty_run(struct tide_pool *p, struct region *r, uint64_t page, 
 
 /* The storage error of a write that did not cover `failed` pages of its
  * run: they stay dirty, and the region reports the error once. */
+/* After a failed write the region's store gets 1 ms of rest, doubling up
+ * to a second while it keeps failing: eviction would otherwise retry the
+ * same pages at once, in a loop as fast as the store can fail. */
+#define BACKOFF_MIN_MS 1u
+#define BACKOFF_MAX_MS 1000u
+
 static void writeback_failed(struct tide_pool *p, struct region *r, ssize_t res,
 			     uint64_t failed)
 {
 	int err = res < 0 ? (int)res : -EIO;
 
+	r->backoff_ms = r->backoff_ms ? 2 * r->backoff_ms : BACKOFF_MIN_MS;
+	if (r->backoff_ms > BACKOFF_MAX_MS)
+		r->backoff_ms = BACKOFF_MAX_MS;
+	r->retry_at = tide__now_ns() + (uint64_t)r->backoff_ms * 1000000;
+	/* Then faults waiting for room get their reclaim again. */
+	tide__loop_wake_at(p, r->retry_at);
 	p->st.c.writeback_errors += failed;
 	if (!r->error) {
 		r->error = err;
@@ -207,8 +219,12 @@ static void writeback_done(struct tide_io *io, ssize_t res)
 		tide__bounce_put(&p->bounce, wb->buf, len);
 	r->busy--;
 	wb->epoch->pending--;
-	if (stored < wb->npages)
+	if (stored < wb->npages) {
 		writeback_failed(p, r, res, wb->npages - stored);
+	} else {
+		r->backoff_ms = 0;
+		r->retry_at = 0;
+	}
 	p->st.c.writebacks += stored;
 	p->st.c.bytes_written += stored << r->page_shift;
 	run_settle(p, r, wb->first, wb->npages, stored);
@@ -326,6 +342,7 @@ fail_alloc:
 void tide__writeback_timer(struct tide_pool *p)
 {
 	uint32_t budget = p->opt.queue_depth, f = p->hand;
+	uint64_t now = tide__now_ns();
 
 	if (f == TIDE_NO_FRAME || !p->dirty)
 		return;
@@ -334,6 +351,7 @@ void tide__writeback_timer(struct tide_pool *p)
 		uint32_t next = fr->next;
 
 		if (fr->state == FRAME_DIRTY && !fr->region->dying &&
+		    !tide__region_backing_off(fr->region, now) &&
 		    tide__writeback_start(p, f, false) < 0)
 			break;
 		if (fr->state == FRAME_WRITEBACK)

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -16,6 +17,9 @@ struct mem_store {
 	char *data;
 	size_t size;
 	int fail_writes, fail_reads, closed;
+	int fail_next;           /* writes still to fail, then the store works */
+	uint64_t failed_ns[8], ok_ns;  /* when they failed; the first write after */
+	int nfailed;
 	bool threaded;
 	/* threaded: completions handed to a worker */
 	pthread_mutex_t lock;
@@ -25,6 +29,14 @@ struct mem_store {
 	bool stop;
 	pthread_t worker;
 };
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 static void complete(struct mem_store *m, struct tide_io *io, ssize_t res)
 {
@@ -80,6 +92,14 @@ static int mem_write(void *s, struct tide_io *io, const void *buf, size_t len, u
 		complete(m, io, -EIO);
 		return 0;
 	}
+	if (m->fail_next > 0) {
+		m->fail_next--;
+		m->failed_ns[m->nfailed++] = now_ns();
+		complete(m, io, -EIO);
+		return 0;
+	}
+	if (m->nfailed && !m->ok_ns)
+		m->ok_ns = now_ns();
 	memcpy(m->data + off, buf, len);
 	complete(m, io, (ssize_t)len);
 	return 0;
@@ -206,6 +226,52 @@ Test(store, write_error_keeps_data)
 	for (size_t i = 0; i < len / 8; i += 512)
 		cr_assert_eq(((uint64_t *)m.data)[i], 0xdead0000 + i);
 	cr_expect_eq(tide_unmap(p), 0);
+	cr_assert_eq(tide_pool_destroy(pool), 0);
+	mem_fini(&m);
+}
+
+/*
+ * A store that fails writes is not retried in a loop as fast as it fails:
+ * eviction leaves the region alone for 1 ms after a failure, doubling while
+ * it keeps failing, and once the store works every page written reaches it.
+ * The app writes a region four times the pool, so it waits for room through
+ * the failures. Attempts are timed by the store itself.
+ */
+Test(store, failing_writes_back_off)
+{
+	size_t budget = 256 * KiB, len = 4 * budget, words = len / 8;
+	struct mem_store m;
+	tide_pool *pool = make_pool(budget);
+	struct tide_stats st;
+	uint64_t *p;
+	int nfail = 6;
+
+	mem_init(&m, len, false);
+	m.fail_next = nfail;
+	p = tide_map_store(pool, &mem_ops, &m, 0, len, TIDE_PROT_READ | TIDE_PROT_WRITE, 0);
+	cr_assert_not_null(p, "%s", tide_last_error());
+	for (size_t i = 0; i < words; i += 64)
+		p[i] = 0xfeed0000 + i;
+	cr_assert_eq(m.nfailed, nfail, "the store failed %d writes of %d", m.nfailed, nfail);
+	cr_assert_neq(m.ok_ns, 0, "no write after the failures: eviction never retried");
+	/* Failure k is followed by at least 2^k ms of rest. */
+	for (int k = 0; k < nfail; k++) {
+		uint64_t next = k + 1 < nfail ? m.failed_ns[k + 1] : m.ok_ns;
+		uint64_t gap_ms = (next - m.failed_ns[k]) / 1000000;
+
+		cr_expect_geq(gap_ms, 1u << k, "write %d came %llu ms after failure %d, not %u",
+			      k + 1, (unsigned long long)gap_ms, k, 1u << k);
+	}
+	cr_assert_eq(tide_pool_stats(pool, &st), 0);
+	cr_expect_geq(st.writeback_errors, (uint64_t)nfail);
+	/* Reported once, like fsync after a failed write-back, then clean. */
+	cr_expect_eq(tide_flush(p, len), -EIO, "the next flush reports the failures");
+	cr_assert_eq(tide_unmap(p), 0, "%s", tide_last_error());
+	for (size_t i = 0; i < words; i++) {
+		uint64_t want = i % 64 ? test_word(i, 9) : 0xfeed0000 + i;
+
+		cr_assert_eq(((uint64_t *)m.data)[i], want, "word %zu after unmap", i);
+	}
 	cr_assert_eq(tide_pool_destroy(pool), 0);
 	mem_fini(&m);
 }

@@ -341,21 +341,25 @@ fail_alloc:
  */
 void tide__writeback_timer(struct tide_pool *p)
 {
-	uint32_t budget = p->opt.queue_depth, f = p->hand;
+	/* Writes, not pages: a run of adjacent pages is one write. */
+	uint64_t budget = p->opt.queue_depth > p->inflight ? p->opt.queue_depth - p->inflight : 0;
 	uint64_t now = tide__now_ns();
+	uint32_t f = p->hand;
 
 	if (f == TIDE_NO_FRAME || !p->dirty)
 		return;
-	do {
+	while (budget) {
 		struct frame *fr = tide__frame(p, f);
 		uint32_t next = fr->next;
 
 		if (fr->state == FRAME_DIRTY && !fr->region->dying &&
-		    !tide__region_backing_off(fr->region, now) &&
-		    tide__writeback_start(p, f, false) < 0)
-			break;
-		if (fr->state == FRAME_WRITEBACK)
+		    !tide__region_backing_off(fr->region, now)) {
+			if (tide__writeback_start(p, f, false) < 0)
+				break;
 			budget--;
+		}
 		f = next;
-	} while (f != p->hand && budget);
+		if (f == p->hand)
+			break;
+	}
 }

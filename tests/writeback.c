@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -621,4 +622,49 @@ ParameterizedTest(enum tide_writeback *wb, writeback, redirtied_page_of_run)
 	cr_assert_eq(tide_unmap(p), 0);
 	cr_assert_eq(tide_pool_destroy(pool), 0);
 	mem_fini(&m);
+}
+
+/*
+ * Background write-back (TIDE_FLUSH_INTERVAL) starts up to TIDE_QUEUE_DEPTH
+ * writes a tick, not that many pages: four dirty runs of 64 pages, apart,
+ * all leave in the first tick after they were written. A file store, so the
+ * pages stay in write-back while the tick goes on.
+ */
+Test(writeback, timer_writes_every_run_in_a_tick)
+{
+	size_t ps = 4 * KiB, len = 512 * ps, run = 64;
+	int fd = test_file(len, 5);
+	struct tide_options o;
+	tide_pool *pool;
+	uint64_t *p, before;
+	bool dirty[512] = { false };
+
+	test_require_uffd();
+	tide_options_init(&o);
+	o.budget = 4 * MiB;
+	o.page_size = ps;
+	o.read_ahead = 0;
+	o.flush_interval_ms = 100;
+	cr_assert_eq(tide_pool_create(&pool, &o), 0, "%s", tide_last_error());
+	p = tide_map(pool, fd, 0, len, TIDE_PROT_READ | TIDE_PROT_WRITE, 0);
+	cr_assert_not_null(p, "%s", tide_last_error());
+	for (size_t r = 0; r < 4; r++) {
+		dirty_pages(p, ps, 2 * r * run, (2 * r + 1) * run);
+		for (size_t i = 2 * r * run; i < (2 * r + 1) * run; i++)
+			dirty[i] = true;
+	}
+	/* A tick may have come while the runs were written: it took what was
+	 * dirty then. The next one must take all that is left. Stats are
+	 * served between ticks, so each look sees whole ticks. */
+	before = test_stats(pool).store_writes;
+	while (test_stats(pool).store_writes == before) {
+		struct timespec ms = { 0, 1000000 };
+
+		nanosleep(&ms, NULL);
+	}
+	cr_expect_eq(test_stats(pool).dirty_bytes, 0, "a tick left dirty runs behind");
+	cr_assert_eq(tide_unmap(p), 0, "%s", tide_last_error());
+	expect_file(fd, len, ps, dirty, 5);
+	cr_assert_eq(tide_pool_destroy(pool), 0);
+	close(fd);
 }

@@ -161,12 +161,17 @@ ParameterizedTest(struct file_case *c, holes, file_written_evicted_read_back)
 	cr_expect_gt(b.store_reads, a.store_reads, "written pages were not read back");
 	cr_expect_gt(b.fills_zero, a.fills_zero, "holes were read back from the store");
 	if (!c->read_ahead) {
-		cr_expect_eq(b.store_reads - a.store_reads, data_faults,
-			     "%llu store reads for %zu absent pages with data",
-			     (unsigned long long)(b.store_reads - a.store_reads), data_faults);
-		cr_expect_eq(b.fills_zero - a.fills_zero, hole_faults,
-			     "%llu zero fills for %zu absent holes",
-			     (unsigned long long)(b.fills_zero - a.fills_zero), hole_faults);
+		/* A data page is never taken for a hole; a hole may be read
+		 * (as zeros) when SEEK_DATA calls it data: a zeroed page of an
+		 * unwritten extent in the page cache counts as data, and the
+		 * kernel's read-ahead of data pages can bring such pages in
+		 * (seen once in CI: 29 of 512 holes read). */
+		cr_expect_geq(b.store_reads - a.store_reads, data_faults,
+			      "%llu store reads for %zu absent pages with data (falloc %d, odirect %d)",
+			      (unsigned long long)(b.store_reads - a.store_reads), data_faults,
+			      c->falloc, c->odirect);
+		cr_expect_eq(b.store_reads - a.store_reads + b.fills_zero - a.fills_zero,
+			     data_faults + hole_faults, "fills are not one per absent page");
 	}
 	cr_expect_eq(b.writeback_errors, 0);
 	cr_assert_eq(tide_unmap(p), 0, "%s", tide_last_error());

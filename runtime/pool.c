@@ -214,12 +214,12 @@ void tide__pool_reclaim(struct tide_pool *p)
 void tide__pool_reclaim_for(struct tide_pool *p, uint64_t want)
 {
 	uint32_t victims[DROP_BATCH];
-	uint64_t scanned = 0, limit, dropping = 0, need = p->waiting_bytes + want;
-	uint64_t now = tide__now_ns();
+	uint64_t scanned = 0, limit, dropping = 0, need = p->waiting_bytes + want, now;
 	unsigned n = 0;
 
 	if (p->resident - p->leaving + need <= p->high_bytes)
 		return;
+	now = tide__now_ns();
 	limit = 2 * (p->resident / TIDE_MIN_PAGE) + 2;
 	while (p->hand != TIDE_NO_FRAME &&
 	       p->resident - p->leaving - dropping + need > p->low_bytes &&

@@ -215,6 +215,7 @@ void tide__pool_reclaim_for(struct tide_pool *p, uint64_t want)
 {
 	uint32_t victims[DROP_BATCH];
 	uint64_t scanned = 0, limit, dropping = 0, need = p->waiting_bytes + want, now;
+	uint64_t retry = UINT64_MAX;  /* the earliest back-off end of a page passed over */
 	unsigned n = 0;
 
 	if (p->resident - p->leaving + need <= p->high_bytes)
@@ -251,7 +252,8 @@ void tide__pool_reclaim_for(struct tide_pool *p, uint64_t want)
 		 * wait for a completion, which runs reclaim again; a store that
 		 * failed is left alone until its back-off ends. */
 		if (tide__region_backing_off(fr->region, now)) {
-			tide__loop_wake_at(p, fr->region->retry_at);
+			if (fr->region->retry_at < retry)
+				retry = fr->region->retry_at;
 			continue;
 		}
 		if (tide__writeback_start(p, f, true) == -EAGAIN)
@@ -259,4 +261,8 @@ void tide__pool_reclaim_for(struct tide_pool *p, uint64_t want)
 	}
 	if (n)
 		drop_batch(p, victims, n);
+	/* Come back when the first of them may be written: the timer set at
+	 * the failure may have been for another region's earlier end. */
+	if (retry != UINT64_MAX)
+		tide__loop_wake_at(p, retry);
 }

@@ -202,14 +202,11 @@ uint32_t tide__fill_run_max(const struct region *r)
 	return r->page_size >= FILL_RUN_BYTES ? 1 : (uint32_t)(FILL_RUN_BYTES / r->page_size);
 }
 
-/* A fill of pages [page, page + n) of r, its frames taken (FILLING). */
-static struct fill *fill_new(struct tide_pool *p, struct region *r, uint64_t page, uint32_t n,
-			     bool write, enum fill_kind prefetch, uint64_t t_fault)
+/* Take the frames of pages [page, page + n) of r (FILLING) for fill `fl`,
+ * which has room for n of them. -ENOMEM gives back what it took. */
+static int fill_take(struct tide_pool *p, struct fill *fl, struct region *r, uint64_t page,
+		     uint32_t n, bool write, enum fill_kind prefetch, uint64_t t_fault)
 {
-	struct fill *fl = malloc(sizeof(*fl) + n * sizeof(fl->frames[0]));
-
-	if (!fl)
-		return NULL;
 	for (uint32_t i = 0; i < n; i++) {
 		uint32_t f = tide__frame_alloc(p, r, page + i);
 		struct frame *fr;
@@ -217,8 +214,7 @@ static struct fill *fill_new(struct tide_pool *p, struct region *r, uint64_t pag
 		if (f == TIDE_NO_FRAME) {
 			while (i--)
 				tide__frame_free(p, fl->frames[i]);
-			free(fl);
-			return NULL;
+			return -ENOMEM;
 		}
 		fr = tide__frame(p, f);
 		fr->want_write = write;
@@ -231,7 +227,7 @@ static struct fill *fill_new(struct tide_pool *p, struct region *r, uint64_t pag
 	fl->n = n;
 	fl->zero = false;
 	fl->buf = NULL;
-	return fl;
+	return 0;
 }
 
 /* Whole pages from `page`, at most n, that the store says read as zeros. */
@@ -248,18 +244,21 @@ static uint32_t hole_pages(struct region *r, uint64_t page, uint32_t n)
 	return (uint64_t)bytes >> r->page_shift < n ? (uint32_t)((uint64_t)bytes >> r->page_shift) : n;
 }
 
-/* Pages of a hole: installed now from the zero source, no read. */
+/* Pages of a hole: installed now from the zero source, no read, so the
+ * fill lives on the stack (a run is at most FILL_RUN_BYTES of 4 KiB pages). */
 static int fill_zero(struct tide_pool *p, struct region *r, uint64_t page, uint32_t n,
 		     bool write, enum fill_kind prefetch, uint64_t t_fault)
 {
-	struct fill *fl = fill_new(p, r, page, n, write, prefetch, t_fault);
+	union {
+		struct fill fl;
+		char room[sizeof(struct fill) + FILL_RUN_BYTES / TIDE_MIN_PAGE * sizeof(uint32_t)];
+	} z;
 
-	if (!fl)
+	if (fill_take(p, &z.fl, r, page, n, write, prefetch, t_fault) < 0)
 		return -ENOMEM;
-	fl->zero = true;
-	fl->buf = p->zeros;
-	install_all(p, fl);
-	free(fl);
+	z.fl.zero = true;
+	z.fl.buf = p->zeros;
+	install_all(p, &z.fl);
 	return (int)n;
 }
 
@@ -275,8 +274,9 @@ static int fill_read(struct tide_pool *p, struct region *r, uint64_t page, uint3
 		n /= 2;
 	if (!n)
 		return -EAGAIN;
-	fl = fill_new(p, r, page, n, write, prefetch, t_fault);
-	if (!fl) {
+	fl = malloc(sizeof(*fl) + n * sizeof(fl->frames[0]));
+	if (!fl || fill_take(p, fl, r, page, n, write, prefetch, t_fault) < 0) {
+		free(fl);
 		tide__bounce_put(&p->bounce, buf, (size_t)n * ps);
 		return -ENOMEM;
 	}

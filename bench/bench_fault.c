@@ -12,9 +12,15 @@
  *   source     cache: TIDE_ODIRECT off and the file read into the page cache
  *              first, so a fill costs a memory copy, not a disk read;
  *              disk: O_DIRECT store and the file dropped from the page cache;
- *              fresh: O_DIRECT store on a new file as large, allocated but
- *              never written (fills read zeros without a disk read), so
- *              seqwrite measures the eviction of dirty pages alone
+ *              mem: the file's bytes in memory, served by a custom store
+ *              (tide_map_store) that copies them and completes at once, so
+ *              a fill costs a copy and no system call: data already in
+ *              memory;
+ *              fresh: O_DIRECT store on a new file, allocated but never
+ *              written (fills read zeros without a disk read), so seqwrite
+ *              measures the eviction of dirty pages alone; the file is
+ *              large enough that the writer streams for the whole --secs,
+ *              as the raw io_uring writer does
  *   page       region page size, e.g. 4k or 64k
  *   writeback  fixed (default) or direct
  *   threads    app threads (default 1)
@@ -28,6 +34,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -61,6 +68,50 @@ struct worker {
 	pthread_t thread;
 };
 
+/* The mem source: the whole file in anonymous memory, one store for every
+ * region (they map it at their own offsets). */
+static char *mem_data;
+
+static int mem_read(void *store, struct tide_io *io, void *buf, size_t len, uint64_t off)
+{
+	size_t n = off < file_size ? (size_t)(file_size - off < len ? file_size - off : len) : 0;
+
+	(void)store;
+	memcpy(buf, mem_data + off, n);
+	tide_io_complete(io, (ssize_t)n);
+	return 0;
+}
+
+static int mem_write(void *store, struct tide_io *io, const void *buf, size_t len, uint64_t off)
+{
+	size_t n = off < file_size ? (size_t)(file_size - off < len ? file_size - off : len) : 0;
+
+	(void)store;
+	memcpy(mem_data + off, buf, n);
+	tide_io_complete(io, (ssize_t)n);
+	return 0;
+}
+
+static int mem_flush(void *store, struct tide_io *io)
+{
+	(void)store;
+	tide_io_complete(io, 0);
+	return 0;
+}
+
+static const struct tide_store_ops mem_ops = { .read = mem_read, .write = mem_write,
+					       .flush = mem_flush };
+
+/* A region of the file at `off`: through its file, or the mem store. */
+static char *map(const struct spec *s, tide_pool *pool, int fd, uint64_t off, uint64_t len)
+{
+	int prot = TIDE_PROT_READ | TIDE_PROT_WRITE;
+
+	if (!strcmp(s->source, "mem"))
+		return tide_map_store(pool, &mem_ops, NULL, off, len, prot, s->page);
+	return tide_map(pool, fd, (off_t)off, len, prot, s->page);
+}
+
 static uint64_t gcd(uint64_t a, uint64_t b)
 {
 	while (b) {
@@ -91,8 +142,7 @@ static void *worker_main(void *arg)
 		 * until the deadline. Each pass fills memory the last one freed,
 		 * as bench_raw's round trip refills its region. */
 		while (now_ns() < w->deadline) {
-			char *base = tide_map(w->pool, w->fd, (off_t)w->first, w->end - w->first,
-					      TIDE_PROT_READ | TIDE_PROT_WRITE, w->s->page);
+			char *base = map(w->s, w->pool, w->fd, w->first, w->end - w->first);
 			uint64_t pg = 0, t0 = now_ns();
 
 			if (!base)
@@ -110,7 +160,8 @@ static void *worker_main(void *arg)
 	} else if (!strncmp(w->s->pattern, "seq", 3)) {
 		/* seqread passes over its slice until the deadline, as the raw
 		 * io_uring reader streams for the whole --secs; seqwrite makes
-		 * one pass (a second would fill pages the first wrote). */
+		 * one pass (a second would fill pages the first wrote), which
+		 * on a fresh file lasts the whole --secs too. */
 		bool again = !write;
 
 		do {
@@ -158,9 +209,26 @@ static void place_file(int fd, bool cache)
 	free(buf);
 }
 
-/* A file as large as --file beside it, allocated and never written: its
+/* The mem source's bytes: the file, read once per process. */
+static void load_mem(int fd)
+{
+	if (mem_data)
+		return;
+	mem_data = mmap(NULL, file_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (mem_data == MAP_FAILED)
+		die("no memory for the mem source: %s", strerror(errno));
+	for (uint64_t off = 0; off < file_size;) {
+		ssize_t n = pread(fd, mem_data + off, file_size - off < 4 * MiB ? file_size - off : 4 * MiB,
+				  (off_t)off);
+		if (n <= 0)
+			die("read %s: %s", file, n < 0 ? strerror(errno) : "short file");
+		off += (uint64_t)n;
+	}
+}
+
+/* A file beside --file, `size` bytes allocated and never written: its
  * unwritten extents read as zeros without a disk read. Unlinked at once. */
-static int fresh_file(int data_fd)
+static int fresh_file(int data_fd, uint64_t size)
 {
 	char path[4096];
 	int fd, ret;
@@ -170,7 +238,7 @@ static int fresh_file(int data_fd)
 	if (fd < 0)
 		die("create %s: %s", path, strerror(errno));
 	unlink(path);
-	if ((ret = posix_fallocate(fd, 0, (off_t)file_size)) != 0)
+	if ((ret = posix_fallocate(fd, 0, (off_t)size)) != 0)
 		die("fallocate %s: %s", path, strerror(ret));
 	close(data_fd);
 	return fd;
@@ -218,10 +286,20 @@ static void run(const struct spec *s)
 	int fd = open(file, O_RDWR);
 	if (fd < 0)
 		die("open %s: %s", file, strerror(errno));
-	if (!strcmp(s->source, "fresh"))
-		fd = fresh_file(fd);
-	else
+	/* A fresh file has room for 4 GB/s of writes past the budget, so a
+	 * writer never runs out of file before the deadline. */
+	uint64_t map_size = file_size;
+	if (!strcmp(s->source, "fresh")) {
+		uint64_t stream = budget + (uint64_t)(secs * 4e9);
+
+		if (stream > map_size)
+			map_size = (stream + MiB - 1) / MiB * MiB;
+		fd = fresh_file(fd, map_size);
+	} else if (!strcmp(s->source, "mem")) {
+		load_mem(fd);
+	} else {
 		place_file(fd, cache);
+	}
 
 	tide_options_init(&opt);
 	opt.budget = budget;
@@ -239,7 +317,7 @@ static void run(const struct spec *s)
 	}
 	char *base = NULL;
 	if (!perm) {
-		base = tide_map(pool, fd, 0, file_size, TIDE_PROT_READ | TIDE_PROT_WRITE, s->page);
+		base = map(s, pool, fd, 0, map_size);
 		if (!base)
 			die("%s: tide_map: %s (%s)", name, strerror(errno), tide_last_error());
 		close(fd);
@@ -249,7 +327,7 @@ static void run(const struct spec *s)
 	/* Random patterns and seqwrite start with the pool full, so every miss
 	 * evicts (seqwrite: dirty pages), as bench_raw's mmap test does with
 	 * the page cache; seqwrite then walks the rest of the file. */
-	uint64_t from = seq && write ? budget : 0, to = file_size;
+	uint64_t from = seq && write ? budget : 0, to = map_size;
 	if (perm)
 		to = budget / 10 * 8 / s->page * s->page;
 	if ((!seq || write) && !perm)
@@ -300,7 +378,7 @@ static void run(const struct spec *s)
 	out_u64(&o, "page", s->page);
 	out_u64(&o, "threads", (uint64_t)s->threads);
 	out_u64(&o, "budget", budget);
-	out_u64(&o, "file", file_size);
+	out_u64(&o, "file", map_size);
 	out_u64(&o, "touches", touches);
 	out_num(&o, "secs", sec);
 	out_num(&o, "per_s", per_s);
@@ -354,7 +432,8 @@ static void parse_spec(const char *text, struct spec *s)
 	else if (n > 3 && strcmp(f[3], "fixed"))
 		die("bad write-back '%s' in '%s'", f[3], text);
 	s->threads = n > 4 ? atoi(f[4]) : 1;
-	if (strcmp(s->source, "cache") && strcmp(s->source, "disk") && strcmp(s->source, "fresh"))
+	if (strcmp(s->source, "cache") && strcmp(s->source, "disk") && strcmp(s->source, "fresh") &&
+	    strcmp(s->source, "mem"))
 		die("bad source '%s' in '%s'", s->source, text);
 	if (strcmp(s->pattern, "seqread") && strcmp(s->pattern, "randread") &&
 	    strcmp(s->pattern, "randwrite") && strcmp(s->pattern, "seqwrite") &&

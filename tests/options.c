@@ -29,15 +29,19 @@ Test(options, sizes)
 Test(options, defaults_match_table)
 {
 	struct tide_options o;
+	struct tide__preload_options po;
 	char buf[64];
 
 	unsetenv("TIDE_BUDGET");
 	tide_options_init(&o);
 	cr_expect_eq(tide__options_check(&o), 0, "defaults are invalid: %s", tide_last_error());
+	tide__preload_options_init(&po);
 	for (size_t i = 0; i < tide__noptions; i++) {
+		const void *fields = tide__options[i].scope == OPT_POOL ? (const void *)&o
+									 : (const void *)&po;
 		uint64_t size;
 
-		tide__option_format(&o, &tide__options[i], buf, sizeof(buf));
+		tide__option_format(fields, &tide__options[i], buf, sizeof(buf));
 		if (tide__options[i].kind == OPT_SIZE) {
 			cr_assert_eq(tide__parse_size(tide__options[i].def, &size), 0);
 			cr_expect_eq(strtoull(buf, NULL, 10), size, "%s", tide__options[i].name);

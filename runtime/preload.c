@@ -627,8 +627,6 @@ static int advise_check(const struct mapping *m, uintptr_t s, uintptr_t t, int a
 	(void)t;
 	if (advice_kind(advice))
 		return 0;
-	if (advice == MADV_POPULATE_WRITE && !(m->prot & PROT_WRITE))
-		return -EINVAL;
 	refuse(advice == MADV_REMOVE ? EOPNOTSUPP : EINVAL,
 	       "madvise advice %d on the tide region at %p is not supported (docs/preload.md)",
 	       advice, (void *)m->base);

@@ -16,7 +16,9 @@
  * Checksums are FNV-1a over the file's 64-bit words; the pattern is
  * word i = i * 0x9e3779b97f4a7c15 ^ 0x5eed (tests/preload.c computes both).
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE   /* mremap */
+#endif
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>

@@ -140,11 +140,28 @@ static void self_locate(void)
 	dl_iterate_phdr(find_self, (void *)(uintptr_t)&find_self);
 }
 
+/* A service thread of our pool (or of one of its shards). The return
+ * address already tells tide's own calls apart; this also covers one that
+ * reaches us through a tail call from a libuv callback. */
+static bool on_service_thread(void)
+{
+	tide_pool *p = __atomic_load_n(&pool_state, __ATOMIC_ACQUIRE) > 0 ? pool : NULL;
+
+	if (!p)
+		return false;
+	if (tide__on_service_thread(p))
+		return true;
+	for (unsigned i = 0; i < p->nshards; i++)
+		if (tide__on_service_thread(p->shards[i]))
+			return true;
+	return false;
+}
+
 static inline bool internal_call(const void *ret)
 {
 	uintptr_t r = (uintptr_t)ret;
 
-	return inside || (r >= self_lo && r < self_hi);
+	return inside || (r >= self_lo && r < self_hi) || on_service_thread();
 }
 
 static inline uint64_t up(uint64_t x, uint64_t to)
@@ -840,7 +857,7 @@ static void before_fork(void)
 	pthread_mutex_lock(&maps_lock);
 	inside++;
 	for (size_t i = 0; i < nmaps; i++)
-		if (tide_flush(maps[i].base, 0) < 0)
+		if ((maps[i].prot & PROT_WRITE) && tide_flush(maps[i].base, 0) < 0)
 			tide__warn("preload: flushing the tide region at %p before fork failed: %s; "
 				   "the child may read older data", (void *)maps[i].base,
 				   tide_last_error());

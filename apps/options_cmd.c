@@ -14,6 +14,7 @@ static const char *kind_name(enum tide__opt_kind k)
 	case OPT_BOOL: return "boolean";
 	case OPT_PERCENT: return "percent";
 	case OPT_WRITEBACK: return "fixed|direct|auto";
+	case OPT_PATH: return "path";
 	}
 	return "?";
 }
@@ -22,6 +23,7 @@ int tide_cmd_options(int argc, char **argv)
 {
 	bool markdown = argc > 1 && !strcmp(argv[1], "--markdown");
 	struct tide_options o;
+	struct tide__preload_options po;
 	char value[64];
 
 	if (argc > 1 && !markdown) {
@@ -30,17 +32,24 @@ int tide_cmd_options(int argc, char **argv)
 		return strcmp(argv[1], "--help") ? 2 : 0;
 	}
 	tide_options_init(&o);
+	tide__preload_options_init(&po);
 	if (markdown) {
 		printf("| variable | type | default | meaning |\n|---|---|---|---|\n");
-		for (size_t i = 0; i < tide__noptions; i++)
-			printf("| `%s` | %s | `%s` | %s |\n", tide__options[i].name,
-			       kind_name(tide__options[i].kind), tide__options[i].def,
-			       tide__options[i].help);
+		for (size_t i = 0; i < tide__noptions; i++) {
+			const char *def = tide__options[i].def;
+
+			printf("| `%s` | %s | %s%s%s | %s |\n", tide__options[i].name,
+			       kind_name(tide__options[i].kind), *def ? "`" : "", *def ? def : "empty",
+			       *def ? "`" : "", tide__options[i].help);
+		}
 		return 0;
 	}
 	printf("%-20s %-10s %-10s %s\n", "VARIABLE", "DEFAULT", "IN EFFECT", "MEANING");
 	for (size_t i = 0; i < tide__noptions; i++) {
-		tide__option_format(&o, &tide__options[i], value, sizeof(value));
+		const void *fields = tide__options[i].scope == OPT_POOL ? (const void *)&o
+									 : (const void *)&po;
+
+		tide__option_format(fields, &tide__options[i], value, sizeof(value));
 		printf("%-20s %-10s %-10s %s\n", tide__options[i].name, tide__options[i].def, value,
 		       tide__options[i].help);
 	}

@@ -39,23 +39,45 @@ void tide__info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 uint64_t tide__now_ns(void);
 
 /* ---- options.c: the one table of TIDE_* options ---- */
-enum tide__opt_kind { OPT_SIZE, OPT_UINT, OPT_INT, OPT_BOOL, OPT_PERCENT, OPT_WRITEBACK };
+enum tide__opt_kind { OPT_SIZE, OPT_UINT, OPT_INT, OPT_BOOL, OPT_PERCENT, OPT_WRITEBACK, OPT_PATH };
+/* Whose setting an option is: a pool's (a field of struct tide_options) or
+ * the LD_PRELOAD layer's (a field of struct tide__preload_options). */
+enum tide__opt_scope { OPT_POOL, OPT_PRELOAD };
 struct tide__option {
 	const char *name;        /* environment variable */
 	enum tide__opt_kind kind;
-	size_t offset;           /* in struct tide_options */
+	enum tide__opt_scope scope;
+	size_t offset;           /* in the scope's struct */
 	const char *def;         /* default, as text */
 	const char *help;
 	long min, max;           /* OPT_UINT: accepted range when max > 0 */
 };
 extern const struct tide__option tide__options[];
 extern const size_t tide__noptions;
+
+/* The settings of libtide-preload.so (runtime/preload.c, docs/preload.md). */
+#define TIDE_PRELOAD_PATH_MAX 1024
+struct tide__preload_options {
+	size_t min;              /* TIDE_PRELOAD_MIN: smallest mapping taken, bytes */
+	int write;               /* TIDE_PRELOAD_WRITE: take writable MAP_SHARED mappings */
+	char stats[TIDE_PRELOAD_PATH_MAX]; /* TIDE_PRELOAD_STATS: append counters here at exit */
+};
+/* Defaults, then the TIDE_PRELOAD_* environment (bad values warn). */
+void tide__preload_options_init(struct tide__preload_options *o);
+
 int tide__parse_size(const char *s, uint64_t *out);
 int tide__parse_bool(const char *s, int *out);
 int tide__options_check(const struct tide_options *o);
 void tide__options_print(FILE *f, const struct tide_options *o);
-void tide__option_format(const struct tide_options *o, const struct tide__option *opt,
+/* `fields` is the struct of the option's scope: struct tide_options for
+ * OPT_POOL, struct tide__preload_options for OPT_PRELOAD. */
+void tide__option_format(const void *fields, const struct tide__option *opt,
 			 char *buf, size_t len);
+/* The option called `name`: "TIDE_BUDGET", or without the prefix, in any
+ * case, with '-' for '_' ("budget", "page-size"). NULL if there is none. */
+const struct tide__option *tide__option_find(const char *name);
+/* 0 if `text` is a value the option accepts, else -EINVAL. */
+int tide__option_valid(const struct tide__option *opt, const char *text);
 
 /* ---- stats.c: counters and the fault latency histogram ---- */
 #define TIDE_HIST_BUCKETS 512

@@ -3,6 +3,8 @@
  * default and a line of help; tide_options_init() applies the defaults and
  * then the environment, warning about (and ignoring) values it cannot parse.
  * docs/options.md is this table in prose; `tide options` prints it.
+ * The TIDE_PRELOAD_* rows belong to libtide-preload.so (preload.c) rather
+ * than to a pool: tide__preload_options_init() applies those.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -13,10 +15,15 @@
 #include "internal.h"
 
 #define OPT(field, kind, def, help) \
-	{ "TIDE_" #field, kind, offsetof(struct tide_options, FIELD_##field), def, help, 0, 0 }
+	{ "TIDE_" #field, kind, OPT_POOL, offsetof(struct tide_options, FIELD_##field), def, help, 0, 0 }
 /* A count that the environment may only set within [lo, hi]. */
 #define OPT_RANGE(field, def, lo, hi, help) \
-	{ "TIDE_" #field, OPT_UINT, offsetof(struct tide_options, FIELD_##field), def, help, lo, hi }
+	{ "TIDE_" #field, OPT_UINT, OPT_POOL, offsetof(struct tide_options, FIELD_##field), def, \
+	  help, lo, hi }
+/* A setting of the LD_PRELOAD layer, a field of struct tide__preload_options. */
+#define OPT_PRE(field, kind, member, def, help) \
+	{ "TIDE_PRELOAD_" #field, kind, OPT_PRELOAD, offsetof(struct tide__preload_options, member), \
+	  def, help, 0, 0 }
 #define FIELD_BUDGET budget
 #define FIELD_PAGE_SIZE page_size
 #define FIELD_HIGH_WATER high_water
@@ -59,6 +66,9 @@ const struct tide__option tide__options[] = {
 	OPT(READ_AHEAD, OPT_UINT, "256", "pages filled ahead of a sequential run of faults, at most 4 MiB, in reads of up to 512 KiB; 0 turns it off"),
 	OPT(WATCHDOG, OPT_UINT, "0", "debug: report a service loop stuck for this many seconds with faults pending"),
 	OPT(VERBOSE, OPT_BOOL, "0", "print the effective settings when a pool starts"),
+	OPT_PRE(MIN, OPT_SIZE, min, "64M", "LD_PRELOAD (tide run): smallest file mapping tide takes; smaller ones go to the kernel (docs/preload.md)"),
+	OPT_PRE(WRITE, OPT_BOOL, write, "1", "LD_PRELOAD (tide run): take writable MAP_SHARED mappings too; 0 leaves them to the kernel"),
+	OPT_PRE(STATS, OPT_PATH, stats, "", "LD_PRELOAD (tide run): file each process appends its counters to at exit (tide run sets it); empty = none"),
 };
 const size_t tide__noptions = sizeof(tide__options) / sizeof(tide__options[0]);
 
@@ -120,10 +130,10 @@ static int parse_long(const char *s, long lo, long hi, long *out)
 	return 0;
 }
 
-/* Parse `text` into the option's field. */
-static int option_set(struct tide_options *o, const struct tide__option *opt, const char *text)
+/* Parse `text` into the option's field of `fields` (its scope's struct). */
+static int option_set(void *fields, const struct tide__option *opt, const char *text)
 {
-	void *field = (char *)o + opt->offset;
+	void *field = (char *)fields + opt->offset;
 	uint64_t size;
 	long v;
 	int b;
@@ -162,8 +172,30 @@ static int option_set(struct tide_options *o, const struct tide__option *opt, co
 			}
 		}
 		return -EINVAL;
+	case OPT_PATH:
+		if (strlen(text) >= TIDE_PRELOAD_PATH_MAX)
+			return -EINVAL;
+		strcpy(field, text);
+		return 0;
 	}
 	return -EINVAL;
+}
+
+/* Defaults, then the environment, for the options of one scope. */
+static void options_load(void *fields, enum tide__opt_scope scope)
+{
+	for (size_t i = 0; i < tide__noptions; i++) {
+		const struct tide__option *opt = &tide__options[i];
+		const char *env;
+
+		if (opt->scope != scope)
+			continue;
+		env = getenv(opt->name);
+		option_set(fields, opt, opt->def);
+		if (env && option_set(fields, opt, env) < 0)
+			tide__warn("%s=\"%s\" is not valid (%s); keeping the default %s",
+				   opt->name, env, opt->help, opt->def);
+	}
 }
 
 void tide_options_init(struct tide_options *o)
@@ -171,15 +203,44 @@ void tide_options_init(struct tide_options *o)
 	if (!o)
 		return;
 	memset(o, 0, sizeof(*o));
-	for (size_t i = 0; i < tide__noptions; i++) {
-		const struct tide__option *opt = &tide__options[i];
-		const char *env = getenv(opt->name);
+	options_load(o, OPT_POOL);
+}
 
-		option_set(o, opt, opt->def);
-		if (env && option_set(o, opt, env) < 0)
-			tide__warn("%s=\"%s\" is not valid (%s); keeping the default %s",
-				   opt->name, env, opt->help, opt->def);
-	}
+void tide__preload_options_init(struct tide__preload_options *o)
+{
+	memset(o, 0, sizeof(*o));
+	options_load(o, OPT_PRELOAD);
+}
+
+const struct tide__option *tide__option_find(const char *name)
+{
+	char want[64];
+	size_t n = 0;
+
+	if (!name)
+		return NULL;
+	if (strncasecmp(name, "TIDE_", 5))
+		n = (size_t)snprintf(want, sizeof(want), "TIDE_");
+	for (; *name && n + 1 < sizeof(want); name++)
+		want[n++] = *name == '-' ? '_' : (char)toupper((unsigned char)*name);
+	if (*name)
+		return NULL;
+	want[n] = 0;
+	for (size_t i = 0; i < tide__noptions; i++)
+		if (!strcmp(tide__options[i].name, want))
+			return &tide__options[i];
+	return NULL;
+}
+
+int tide__option_valid(const struct tide__option *opt, const char *text)
+{
+	struct tide_options pool_fields;
+	struct tide__preload_options preload_fields;
+
+	if (!opt || !text)
+		return -EINVAL;
+	return option_set(opt->scope == OPT_POOL ? (void *)&pool_fields : (void *)&preload_fields,
+			  opt, text);
 }
 
 int tide__options_check(const struct tide_options *o)
@@ -225,10 +286,10 @@ int tide__options_check(const struct tide_options *o)
 	return 0;
 }
 
-void tide__option_format(const struct tide_options *o, const struct tide__option *opt,
+void tide__option_format(const void *fields, const struct tide__option *opt,
 			 char *buf, size_t len)
 {
-	const void *field = (const char *)o + opt->offset;
+	const void *field = (const char *)fields + opt->offset;
 
 	switch (opt->kind) {
 	case OPT_SIZE:
@@ -245,6 +306,9 @@ void tide__option_format(const struct tide_options *o, const struct tide__option
 	case OPT_WRITEBACK:
 		snprintf(buf, len, "%s", tide_writeback_name(*(const enum tide_writeback *)field));
 		break;
+	case OPT_PATH:
+		snprintf(buf, len, "%s", (const char *)field);
+		break;
 	}
 }
 
@@ -253,6 +317,8 @@ void tide__options_print(FILE *f, const struct tide_options *o)
 	char value[64];
 
 	for (size_t i = 0; i < tide__noptions; i++) {
+		if (tide__options[i].scope != OPT_POOL)
+			continue;
 		tide__option_format(o, &tide__options[i], value, sizeof(value));
 		fprintf(f, "tide: %-20s = %s\n", tide__options[i].name, value);
 	}

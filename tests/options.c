@@ -29,15 +29,19 @@ Test(options, sizes)
 Test(options, defaults_match_table)
 {
 	struct tide_options o;
+	struct tide__preload_options po;
 	char buf[64];
 
 	unsetenv("TIDE_BUDGET");
 	tide_options_init(&o);
 	cr_expect_eq(tide__options_check(&o), 0, "defaults are invalid: %s", tide_last_error());
+	tide__preload_options_init(&po);
 	for (size_t i = 0; i < tide__noptions; i++) {
+		const void *fields = tide__options[i].scope == OPT_POOL ? (const void *)&o
+									 : (const void *)&po;
 		uint64_t size;
 
-		tide__option_format(&o, &tide__options[i], buf, sizeof(buf));
+		tide__option_format(fields, &tide__options[i], buf, sizeof(buf));
 		if (tide__options[i].kind == OPT_SIZE) {
 			cr_assert_eq(tide__parse_size(tide__options[i].def, &size), 0);
 			cr_expect_eq(strtoull(buf, NULL, 10), size, "%s", tide__options[i].name);
@@ -45,6 +49,40 @@ Test(options, defaults_match_table)
 			cr_expect_str_eq(buf, tide__options[i].def, "%s", tide__options[i].name);
 		}
 	}
+}
+
+Test(options, find_by_any_spelling)
+{
+	const struct tide__option *o = tide__option_find("TIDE_BUDGET");
+
+	cr_assert_not_null(o);
+	cr_expect_eq(tide__option_find("budget"), o);
+	cr_expect_eq(tide__option_find("Budget"), o);
+	cr_expect_str_eq(tide__option_find("page-size")->name, "TIDE_PAGE_SIZE");
+	cr_expect_eq(tide__option_find("preload_min")->scope, OPT_PRELOAD);
+	cr_expect_null(tide__option_find("no-such-option"));
+	cr_expect_null(tide__option_find(""));
+	cr_expect_eq(tide__option_valid(o, "12M"), 0);
+	cr_expect_eq(tide__option_valid(o, "twelve"), -EINVAL);
+	cr_expect_eq(tide__option_valid(tide__option_find("writeback"), "direct"), 0);
+	cr_expect_eq(tide__option_valid(tide__option_find("writeback"), "fast"), -EINVAL);
+}
+
+Test(options, preload_environment, .init = cr_redirect_stderr)
+{
+	struct tide__preload_options po;
+
+	setenv("TIDE_PRELOAD_MIN", "1M", 1);
+	setenv("TIDE_PRELOAD_WRITE", "maybe", 1);   /* invalid: warns, keeps 1 */
+	setenv("TIDE_PRELOAD_STATS", "/tmp/stats", 1);
+	tide__preload_options_init(&po);
+	cr_expect_eq(po.min, 1 * MiB);
+	cr_expect_eq(po.write, 1);
+	cr_expect_str_eq(po.stats, "/tmp/stats");
+	fflush(stderr);
+	cr_expect_stderr_eq_str("tide: warning: TIDE_PRELOAD_WRITE=\"maybe\" is not valid "
+				"(LD_PRELOAD (tide run): take writable MAP_SHARED mappings too; 0 "
+				"leaves them to the kernel); keeping the default 1\n");
 }
 
 Test(options, environment, .init = cr_redirect_stderr)

@@ -51,30 +51,35 @@ bytes=$(echo "$budget" | awk '{ n = $0 + 0; u = substr($0, length($0));
 
 tag() { awk -v r="$1" '{ sub(/^\{/, "{\"rep\":" r ","); print }'; }
 part_raw() { "$raw" --secs "$secs" --file "$data" uffd uffd2 wp wpasync pager uring | tag "$1" >>"$jsonl"; }
-beside() { "$raw" --secs "$secs" --file "$data" uringw | tag "$1" >>"$jsonl"; }
+beside() { "$raw" --secs "$secs" --file "$data" "$1" | tag "$2" >>"$jsonl"; }
 part_mmap() { "$raw" --secs "$secs" --file "$data" --budget "$budget" mmap | tag "$1" >>"$jsonl"; }
 # One process per tide figure: a hang or crash costs that figure only.
 part_tide() {
 	for spec in $("$fault" --list); do
-		# The disk's write speed drifts by a third within a run: the
-		# eviction figures get the raw write just before and just after.
-		case $spec in seqwrite:fresh:*) beside "$1" ;; esac
+		# The disk's speed drifts by a third within a run: the disk
+		# figures get the raw I/O just before and just after them.
+		case $spec in seqwrite:fresh:*) beside uringw "$1" ;; seqread:disk:64k|randread:disk:4k:fixed:8) beside uringr "$1" ;; esac
 		"$fault" --secs "$secs" --file "$data" --budget "$budget" "$spec" >"$data.out" \
 			|| echo "{\"name\":\"$spec\",\"skip\":\"bench_fault exited with status $?\"}" >>"$data.out"
 		tag "$1" <"$data.out" >>"$jsonl"
-		case $spec in seqwrite:fresh:*) beside "$1" ;; esac
+		case $spec in seqwrite:fresh:*) beside uringw "$1" ;; seqread:disk:64k|randread:disk:4k:fixed:8) beside uringr "$1" ;; esac
 	done
 	# Placement: service thread and app thread pinned to one vCPU (nobody
 	# sleeps on the other vCPU, so no wake polling); and the default
 	# placement without wake polling.
 	TIDE_WAKE_POLL_US=0 TIDE_SERVICE_CPU=0 "$fault" --secs "$secs" --file "$data" --budget "$budget" --app-cpu 0 \
-		permread:cache:4k randread:cache:4k | tag "$1" >>"$jsonl" || true
+		permread:cache:4k permread:mem:4k randread:cache:4k | tag "$1" >>"$jsonl" || true
 	# Two app threads, pinned one per vCPU, each faulting its own region:
 	# one service thread, then one shard per vCPU (TIDE_SERVICE_THREADS).
 	TIDE_WAKE_POLL_US=0 "$fault" --secs "$secs" --file "$data" --budget "$budget" --app-cpu 0 \
 		permread:cache:4k:fixed:2 | tag "$1" >>"$jsonl" || true
 	TIDE_WAKE_POLL_US=0 TIDE_SERVICE_THREADS=2 "$fault" --secs "$secs" --file "$data" --budget "$budget" --app-cpu 0 \
 		--tag shards permread:cache:4k:fixed:2 | tag "$1" >>"$jsonl" || true
+	# The install thread off, beside the figures it serves.
+	for spec in seqread:disk:64k seqwrite:fresh:64k:fixed seqwrite:fresh:64k:direct; do
+		TIDE_INSTALL_THREAD=0 "$fault" --secs "$secs" --file "$data" --budget "$budget" \
+			--tag noinstall "$spec" | tag "$1" >>"$jsonl" || true
+	done
 	TIDE_WAKE_POLL_US=0 "$fault" --secs "$secs" --file "$data" \
 		--budget "$budget" --tag nopoll permread:cache:4k randread:cache:4k \
 		randread:cache:4k:fixed:2 | tag "$1" >>"$jsonl" || true
@@ -168,6 +173,7 @@ END {
 	row("fill per fault, 1 thread, 4 KiB, page cache, room in the pool (vs uffd same-vCPU round trip)", "tide.permread.cache.4k", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
 	row("same, wake polling off (TIDE_WAKE_POLL_US=0)", "tide.permread.cache.4k.nopoll", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
 	row("same, tide and app pinned to one vCPU, wake polling off", "tide.permread.cache.4k.pin0", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
+	row("same, data in memory: a custom store that copies and completes at once, no system call (pinned, polling off)", "tide.permread.mem.4k.pin0", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
 	row("same, default placement, both with idle vCPUs polling (vs the minimal handler with polling)", "tide.permread.cache.4k", "faults_per_s", "uffd.unpinned_wakepoll.4k", "per_s", "")
 	row("same, both without polling (vs the minimal handler at default placement)", "tide.permread.cache.4k.nopoll", "faults_per_s", "uffd.unpinned.4k", "per_s", "")
 	row("fill per fault with a full pool (every fill evicts), 4 KiB (vs uffd same-vCPU)", "tide.randread.cache.4k", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
@@ -185,10 +191,13 @@ END {
 	row("same, 64 KiB", "pager.move_same.64k", "per_s", "pager.same.64k", "per_s", "")
 	row("raw dirty tracking by WP_ASYNC + PAGEMAP_SCAN (vs sync WP fault + UFFDIO_WRITEPROTECT), written pages/s, 4 KiB", "wpasync.async.4k", "pages_per_s", "wpasync.sync.4k", "pages_per_s", "")
 	row("same, one page in 16 written", "wpasync.async.sparse16.4k", "pages_per_s", "wpasync.sync.sparse16.4k", "pages_per_s", "")
-	row("sequential fill from disk, 64 KiB pages (vs io_uring seq read QD32)", "tide.seqread.disk.64k", "fill_mbps", "uring.seqread.64k.qd32", "mbps", 0.9, "MB/s")
-	row("random 4 KiB fill, 8 app threads (vs io_uring rand read QD8)", "tide.randread.disk.4k.t8", "fills_per_s", "uring.randread.4k.qd8", "per_s", 0.7)
+	row("sequential fill from disk, 64 KiB pages (vs io_uring seq read QD32 just before and after)", "tide.seqread.disk.64k", "fill_mbps", "uring.seqread.64k.qd32.beside", "mbps", 0.9, "MB/s")
+	row("random 4 KiB fill, 8 app threads (vs io_uring rand read QD8 just before and after)", "tide.randread.disk.4k.t8", "fills_per_s", "uring.randread.4k.qd8.beside", "per_s", 0.7)
 	row("eviction of contiguous dirty pages, fixed, 64 KiB, fills free (vs io_uring seq write QD32 just before and after)", "tide.seqwrite.fresh.64k.fixed", "wb_mbps", "uring.seqwrite.64k.qd32.beside", "mbps", 0.8, "MB/s")
 	row("same, direct", "tide.seqwrite.fresh.64k.direct", "wb_mbps", "uring.seqwrite.64k.qd32.beside", "mbps", 0.8, "MB/s")
+	row("install thread on vs off (TIDE_INSTALL_THREAD=0): sequential fill from disk, 64 KiB", "tide.seqread.disk.64k", "fill_mbps", "tide.seqread.disk.64k.noinstall", "fill_mbps", "", "MB/s")
+	row("install thread on vs off: eviction, fixed", "tide.seqwrite.fresh.64k.fixed", "wb_mbps", "tide.seqwrite.fresh.64k.fixed.noinstall", "wb_mbps", "", "MB/s")
+	row("install thread on vs off: eviction, direct", "tide.seqwrite.fresh.64k.direct", "wb_mbps", "tide.seqwrite.fresh.64k.direct.noinstall", "wb_mbps", "", "MB/s")
 	row("io_uring seq write QD32 beside the eviction figures (vs the same in the raw part)", "uring.seqwrite.64k.qd32.beside", "mbps", "uring.seqwrite.64k.qd32", "mbps", "", "MB/s")
 	row("sequential write, fills from disk, fixed, 64 KiB (write-back MB/s)", "tide.seqwrite.disk.64k.fixed", "wb_mbps", "uring.seqwrite.64k.qd32", "mbps", "", "MB/s")
 	row("same, direct", "tide.seqwrite.disk.64k.direct", "wb_mbps", "uring.seqwrite.64k.qd32", "mbps", "", "MB/s")

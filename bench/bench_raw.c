@@ -16,8 +16,6 @@
  *   uringw the sequential write of `uring` alone, named ...qd32.beside: run.sh
  *          runs it just before and just after each tide eviction figure, so
  *          that figure meets the disk as it was at the time
- *   uringr the same for the reads: sequential 64 KiB at QD32 and random
- *          4 KiB at QD8, beside tide's sequential and random fills
  *   mmap   kernel mmap of --file under a cgroup v1 memory limit of --budget
  *   mkfile write --file with --size bytes of data and fsync it
  *
@@ -512,15 +510,6 @@ static void test_uring(void)
 	close(fd);
 }
 
-static void test_uringr(void)
-{
-	int fd = open_file(O_RDONLY | O_DIRECT);
-
-	uring_run("uring.seqread.64k.qd32.beside", fd, 64 * KiB, 32, false, false);
-	uring_run("uring.randread.4k.qd8.beside", fd, 4 * KiB, 8, true, false);
-	close(fd);
-}
-
 static void test_uringw(void)
 {
 	int fd = open_file(O_RDWR | O_DIRECT);
@@ -741,7 +730,7 @@ int main(int argc, char **argv)
 	static const struct { const char *name; void (*fn)(void); } tests[] = {
 		{ "mkfile", test_mkfile }, { "uffd", test_uffd }, { "uffd2", test_uffd2 },
 		{ "wp", test_wp }, { "wpasync", test_wpasync }, { "pager", test_pager },
-		{ "uring", test_uring }, { "uringw", test_uringw }, { "uringr", test_uringr },
+		{ "uring", test_uring }, { "uringw", test_uringw },
 		{ "mmap", test_mmap },
 	};
 	int i;
@@ -749,7 +738,7 @@ int main(int argc, char **argv)
 	ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
 	if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
 		printf("usage: bench_raw [--secs S] [--file F] [--size N] [--budget N] TEST...\n"
-		       "  TEST = mkfile|uffd|uffd2|wp|wpasync|pager|uring|uringw|uringr|mmap (see the top of bench_raw.c)\n");
+		       "  TEST = mkfile|uffd|uffd2|wp|wpasync|pager|uring|uringw|mmap (see the top of bench_raw.c)\n");
 		return 0;
 	}
 	for (i = 1; i < argc && argv[i][0] == '-'; i += 2) {
@@ -768,7 +757,7 @@ int main(int argc, char **argv)
 	}
 	if (secs <= 0 || i >= argc)
 		die("usage: bench_raw [--secs S] [--file F] [--size N] [--budget N] "
-		    "mkfile|uffd|uffd2|wp|wpasync|pager|uring|uringw|uringr|mmap...");
+		    "mkfile|uffd|uffd2|wp|wpasync|pager|uring|uringw|mmap...");
 	for (; i < argc; i++) {
 		size_t t;
 		for (t = 0; t < sizeof(tests) / sizeof(tests[0]); t++)

@@ -62,7 +62,7 @@ struct tide_options {
 	unsigned wake_poll_us;      /* TIDE_WAKE_POLL_US: keep idle CPUs polling this long after a fault */
 	size_t write_max;           /* TIDE_WRITE_MAX: longest write-back I/O, bytes */
 	unsigned service_threads;   /* TIDE_SERVICE_THREADS: shards, each with a service thread; 0 = 1 */
-	int install_thread;         /* TIDE_INSTALL_THREAD: read-ahead pages installed by a second thread */
+	uint32_t reserved32;        /* zero */
 	uint64_t reserved[6];       /* zero; room to grow without breaking the ABI */
 };
 
@@ -201,8 +201,7 @@ struct tide_stats {
 	uint64_t store_reads;       /* read operations sent to stores: a run of adjacent pages is one */
 	uint64_t store_writes;      /* write operations sent to stores: a run of adjacent pages is one */
 	uint64_t fills_zero;        /* of fills, pages of store holes installed as zeros, not read */
-	uint64_t fills_handed_off;  /* of fills, pages the install thread put in place */
-	uint64_t reserved[3];
+	uint64_t reserved[4];
 };
 
 int tide_pool_stats(tide_pool *pool, struct tide_stats *stats);

@@ -159,14 +159,6 @@ static void fault_wp(struct tide_pool *p, struct region *r, uint64_t page, uint6
 		fr->redirtied = 1;
 		p->st.c.faults_coalesced++;
 		break;
-	case FRAME_FILLING:
-		/* Put in protected by the install thread and not accounted yet
-		 * (or a stale fault on a page dropped and being filled again):
-		 * the page becomes dirty when its fill is done, and that wakes
-		 * the writer. */
-		fr->want_write = 1;
-		p->st.c.faults_coalesced++;
-		break;
 	default:
 		tide__uffd_wake(p->uffd, addr, r->page_size);
 		break;

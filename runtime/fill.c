@@ -33,7 +33,6 @@ struct fill {
 	uint64_t page;           /* the first page */
 	uint32_t n;              /* pages */
 	bool zero;               /* a store hole: buf is the zero source */
-	uint64_t mode;           /* handed off: the UFFDIO_COPY mode of every page */
 	void *buf;
 	uint32_t frames[];
 };
@@ -82,9 +81,8 @@ static void fill_failed(struct tide_pool *p, uint32_t f, ssize_t res)
 		tide__uffd_wake(p->uffd, addr, r->page_size);
 }
 
-/* The page is in, installed with `mode`: account for it and put it on the
- * CLOCK ring. */
-static void fill_installed(struct tide_pool *p, const struct fill *fl, uint32_t f, uint64_t mode)
+/* The page is in: account for it and put it on the CLOCK ring. */
+static void fill_installed(struct tide_pool *p, const struct fill *fl, uint32_t f)
 {
 	struct frame *fr = tide__frame(p, f);
 	struct region *r = fr->region;
@@ -92,10 +90,6 @@ static void fill_installed(struct tide_pool *p, const struct fill *fl, uint32_t 
 	fr->state = fr->want_write ? FRAME_DIRTY : FRAME_CLEAN;
 	if (fr->state == FRAME_DIRTY)
 		tide__dirty_add(p, r, (int64_t)r->page_size);
-	/* A write that came while the install thread put the page in
-	 * protected: it is dirty now, and its writer may go on. */
-	if (fr->want_write && (mode & UFFDIO_COPY_MODE_WP))
-		tide__uffd_wp(p->uffd, tide__page_addr(r, fr->page), r->page_size, false, true);
 	/* Read-ahead earns its place only by being used (a fault on it). */
 	fr->referenced = fr->prefetch != FILL_READAHEAD;
 	tide__frame_resident(p, f);
@@ -114,12 +108,10 @@ static uint64_t copy_mode(const struct frame *fr)
 	return !fr->want_write && (fr->region->prot & TIDE_PROT_WRITE) ? UFFDIO_COPY_MODE_WP : 0;
 }
 
-/* Put pages [i, j) of a fill, which all take `mode`, in place in as few
- * ioctls as the kernel allows; the index of the first page that is not
- * (j when all are). It touches no frame, so the install thread runs it too.
- * A partial copy reports -EAGAIN with the bytes it did; the next call then
- * starts at the byte that stopped it. */
-static uint32_t copy_pages(int uffd, const struct fill *fl, uint32_t i, uint32_t j, uint64_t mode)
+/* Install pages [i, j) of a fill, which all take the same mode, in as few
+ * ioctls as the kernel allows. A partial copy reports -EAGAIN with the
+ * bytes it did; the next call then starts at the byte that stopped it. */
+static void install(struct tide_pool *p, struct fill *fl, uint32_t i, uint32_t j, uint64_t mode)
 {
 	struct region *r = fl->region;
 	size_t ps = r->page_size, done = 0;   /* bytes of page i in place */
@@ -127,13 +119,13 @@ static uint32_t copy_pages(int uffd, const struct fill *fl, uint32_t i, uint32_t
 	while (i < j) {
 		char *addr = tide__page_addr(r, fl->page + i);
 		int64_t copied = 0;
-		int ret = tide__uffd_copy(uffd, addr + done, (char *)fl->buf + (size_t)i * ps + done,
+		int ret = tide__uffd_copy(p->uffd, addr + done, (char *)fl->buf + (size_t)i * ps + done,
 					  (size_t)(j - i) * ps - done, mode, &copied);
 
 		/* The kernel copies 4 KiB at a time, so a partial copy can stop
 		 * inside a larger page: that page is in only when all of it is. */
 		for (done += copied > 0 ? (size_t)copied : 0; done >= ps; done -= ps)
-			i++;
+			fill_installed(p, fl, fl->frames[i++]);
 		if (ret == 0 || ret == -EAGAIN)
 			continue;
 		if (ret == -EEXIST) {
@@ -142,31 +134,16 @@ static uint32_t copy_pages(int uffd, const struct fill *fl, uint32_t i, uint32_t
 			 * once the page is whole. */
 			done += TIDE_MIN_PAGE;
 			if (done >= ps) {
-				tide__uffd_wake(uffd, addr, ps);
-				i++;
+				tide__uffd_wake(p->uffd, addr, ps);
+				fill_installed(p, fl, fl->frames[i++]);
 				done = 0;
 			}
 			continue;
 		}
 		/* ENOENT/ESRCH: the range or the process is going away. */
-		break;
+		for (; i < j; i++)
+			tide__frame_free(p, fl->frames[i]);
 	}
-	return i;
-}
-
-/* Account for pages [i, j) of a fill, of which [i, k) are in place. */
-static void installed(struct tide_pool *p, struct fill *fl, uint32_t i, uint32_t k, uint32_t j,
-		      uint64_t mode)
-{
-	for (; i < k; i++)
-		fill_installed(p, fl, fl->frames[i], mode);
-	for (; i < j; i++)
-		tide__frame_free(p, fl->frames[i]);
-}
-
-static void install(struct tide_pool *p, struct fill *fl, uint32_t i, uint32_t j, uint64_t mode)
-{
-	installed(p, fl, i, copy_pages(p->uffd, fl, i, j, mode), j, mode);
 }
 
 /* Install every page of a fill, stretches of pages with one mode at a time. */
@@ -183,67 +160,6 @@ static void install_all(struct tide_pool *p, struct fill *fl)
 		install(p, fl, i, j, mode);
 		i = j;
 	}
-}
-
-static void fill_free(struct tide_pool *p, struct fill *fl)
-{
-	if (!fl->zero)
-		tide__bounce_put(&p->bounce, fl->buf, (size_t)fl->n * fl->region->page_size);
-	free(fl);
-}
-
-/* On the install thread: the ioctls; the pages in place go back in res. */
-static int handoff_copy(struct tide_io *io)
-{
-	struct fill *fl = container_of(io, struct fill, io);
-
-	return (int)copy_pages(io->pool->uffd, fl, 0, fl->n, fl->mode);
-}
-
-/* Back on the service thread. */
-static void handoff_done(struct tide_io *io, ssize_t res)
-{
-	struct fill *fl = container_of(io, struct fill, io);
-	struct tide_pool *p = io->pool;
-
-	p->handoffs_back++;
-	fl->region->busy -= fl->n;
-	if (tide__frame(p, fl->frames[0])->prefetch)
-		p->prefetch_inflight -= fl->n;
-	p->st.c.fills_handed_off += (uint64_t)res;
-	installed(p, fl, 0, (uint32_t)res, fl->n, fl->mode);
-	fill_free(p, fl);
-}
-
-/*
- * Hand a fill to the install thread: only when no fault waits on any of its
- * pages (they all take one mode then) and it is large enough to be worth a
- * wake-up on the other vCPU. A fault that comes for one of its pages later
- * waits in the kernel until the ioctl puts the page in, as it would for a
- * read in flight.
- */
-#define HANDOFF_MIN_BYTES (64u << 10)
-
-static bool handoff(struct tide_pool *p, struct fill *fl)
-{
-	struct region *r = fl->region;
-
-	if (!p->installer || (size_t)fl->n * r->page_size < HANDOFF_MIN_BYTES)
-		return false;
-	for (uint32_t i = 0; i < fl->n; i++)
-		if (tide__frame(p, fl->frames[i])->t_fault)
-			return false;
-	fl->mode = copy_mode(tide__frame(p, fl->frames[0]));
-	fl->io.start = handoff_copy;
-	fl->io.done = handoff_done;
-	if (!tide__installer_take(p, &fl->io))
-		return false;
-	/* Busy and, for a prefetch request, in flight until handed back. */
-	p->handoffs++;
-	r->busy += fl->n;
-	if (tide__frame(p, fl->frames[0])->prefetch)
-		p->prefetch_inflight += fl->n;
-	return true;
 }
 
 static void fill_done(struct tide_io *io, ssize_t res)
@@ -274,11 +190,10 @@ static void fill_done(struct tide_io *io, ssize_t res)
 	/* Past the end of the store reads as zeros. */
 	if ((size_t)res < len)
 		memset((char *)fl->buf + res, 0, len - (size_t)res);
-	if (handoff(p, fl))
-		return;
 	install_all(p, fl);
 out:
-	fill_free(p, fl);
+	tide__bounce_put(&p->bounce, fl->buf, len);
+	free(fl);
 }
 
 /* The most pages one fill reads: 512 KiB, or one page if larger. */
@@ -330,8 +245,7 @@ static uint32_t hole_pages(struct region *r, uint64_t page, uint32_t n)
 }
 
 /* Pages of a hole: installed now from the zero source, no read, so the
- * fill lives on the stack (a run is at most FILL_RUN_BYTES of 4 KiB pages),
- * unless it goes to the install thread. */
+ * fill lives on the stack (a run is at most FILL_RUN_BYTES of 4 KiB pages). */
 static int fill_zero(struct tide_pool *p, struct region *r, uint64_t page, uint32_t n,
 		     bool write, enum fill_kind prefetch, uint64_t t_fault)
 {
@@ -339,19 +253,11 @@ static int fill_zero(struct tide_pool *p, struct region *r, uint64_t page, uint3
 		struct fill fl;
 		char room[sizeof(struct fill) + FILL_RUN_BYTES / TIDE_MIN_PAGE * sizeof(uint32_t)];
 	} z;
-	size_t size = sizeof(struct fill) + n * sizeof(uint32_t);
-	struct fill *fl;
 
 	if (fill_take(p, &z.fl, r, page, n, write, prefetch, t_fault) < 0)
 		return -ENOMEM;
 	z.fl.zero = true;
 	z.fl.buf = p->zeros;
-	if (p->installer && !t_fault && (fl = malloc(size))) {
-		memcpy(fl, &z.fl, size);
-		if (handoff(p, fl))
-			return (int)n;
-		free(fl);
-	}
 	install_all(p, &z.fl);
 	return (int)n;
 }

@@ -134,15 +134,6 @@ void tide__io_submit(struct tide_pool *p, struct tide_io *io); /* honours queue 
 void tide__io_backlog_run(struct tide_pool *p);
 int tide__io_remote_run(struct tide_pool *p);       /* completions from other threads */
 
-/* ---- installer.c: a thread that installs read-ahead pages ---- */
-struct tide__installer;
-int tide__installer_start(struct tide_pool *p);   /* none without 2 CPUs or with shards */
-void tide__installer_stop(struct tide_pool *p);
-/* Run io->start on the install thread, then io->done(io, io->res) back on
- * the service thread. False when the pool has no install thread. */
-bool tide__installer_take(struct tide_pool *p, struct tide_io *io);
-int tide__installer_reap(struct tide_pool *p);    /* fills handed back */
-
 /* ---- store_file.c: the file store, written on struct tide_store_ops ---- */
 extern const struct tide_store_ops tide__file_store_ops;
 int tide__file_store_open(struct tide_pool *p, int fd, int prot, void **store);
@@ -271,7 +262,6 @@ struct request {
 	uint64_t first, end;     /* page range [first, end) */
 	uint64_t cursor;
 	uint64_t filled;         /* prefetch: fills started */
-	uint64_t handoffs;       /* fills handed to the install thread before it started */
 	struct request *wait_next; /* on an epoch's waiters */
 	struct tide_stats *stats;
 	struct tide__stats *raw; /* stats: the histogram too, when not NULL */
@@ -384,10 +374,6 @@ struct tide_pool {
 	bool watch_stop;
 	struct tide__stats st;
 	bool stopping;
-
-	struct tide__installer *installer; /* installer.c, or NULL */
-	uint64_t handoffs;        /* fills handed to it; they come back in that order */
-	uint64_t handoffs_back;   /* fills it handed back */
 
 	/* keeper.c: SCHED_IDLE pollers, one per CPU, while faults flow; with
 	 * shards only the parent has them, and every shard kicks them */

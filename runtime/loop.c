@@ -82,7 +82,6 @@ static int pass(struct tide_pool *p)
 		p->doing = "completing I/O";
 		n += tide__ring_reap(p);
 		n += tide__io_remote_run(p);
-		n += tide__installer_reap(p);
 		tide__io_backlog_run(p);
 		p->doing = "retrying faults that waited for room";
 		n += tide__waiters_run(p);
@@ -430,9 +429,6 @@ int tide__pool_start(struct tide_pool **out, const struct tide_options *opts,
 	if (!p->start_error && !parent && (ret = tide__keepers_start(p)) < 0)
 		tide__warn("cannot start the wake-poll threads (%s); running without them",
 			   strerror(-ret));
-	if (!p->start_error && (ret = tide__installer_start(p)) < 0)
-		tide__warn("cannot start the install thread (%s); the service thread installs "
-			   "every page", strerror(-ret));
 	if (p->start_error) {
 		ret = tide__fail(p->start_error, "the service loop failed to start: %s",
 				 uv_strerror(p->start_error));
@@ -477,7 +473,6 @@ int tide_pool_destroy(tide_pool *p)
 	if (ret < 0)
 		return ret;
 	uv_thread_join(&p->thread);
-	tide__installer_stop(p);
 	tide__keepers_stop(p);
 	tide__watchdog_stop(p);
 	uv_sem_destroy(&p->started);

@@ -9,12 +9,6 @@
  *             in flight and nothing is dirty again -> unregister, release.
  *   prefetch: fill the missing pages of the range (at most what the low
  *             watermark holds) -> wait for the fills.
- *   stats:    a snapshot once the fills handed to the install thread
- *             before the request are back (so their pages are counted).
- *
- * A flush, too, starts once the fills handed off before it are back: a page
- * the install thread put in writable is not dirty to tide until then, and
- * the app may have written it already.
  */
 #include <errno.h>
 #include <string.h>
@@ -34,17 +28,6 @@ static void stats_snapshot(struct tide_pool *p, struct tide_stats *out)
 	out->odirect = __atomic_load_n(&p->odirect_used, __ATOMIC_RELAXED);
 }
 
-static bool stats_step(struct tide_pool *p, struct request *req)
-{
-	if (p->handoffs_back < req->handoffs)
-		return false;
-	stats_snapshot(p, req->stats);
-	if (req->raw)
-		*req->raw = p->st;
-	tide__request_finish(p, req, 0);
-	return true;
-}
-
 void tide__request_start(struct tide_pool *p, struct request *req)
 {
 	struct region *r;
@@ -54,13 +37,10 @@ void tide__request_start(struct tide_pool *p, struct request *req)
 		tide__request_finish(p, req, tide__region_attach(p, req->region));
 		return;
 	case REQ_STATS:
-		req->handoffs = p->handoffs;
-		if (p->handoffs_back < req->handoffs) {
-			req->next = p->active;
-			p->active = req;
-			return;
-		}
-		stats_step(p, req);
+		stats_snapshot(p, req->stats);
+		if (req->raw)
+			*req->raw = p->st;
+		tide__request_finish(p, req, 0);
 		return;
 	case REQ_STOP:
 		if (p->nregions) {
@@ -85,7 +65,6 @@ void tide__request_start(struct tide_pool *p, struct request *req)
 	req->region = r;
 	req->cursor = req->first;
 	req->result = 0;
-	req->handoffs = p->handoffs;
 	req->next = p->active;
 	p->active = req;
 }
@@ -168,8 +147,6 @@ static bool flush_step(struct tide_pool *p, struct request *req)
 
 	switch (req->step) {
 	case STEP_START:
-		if (p->handoffs_back < req->handoffs)
-			return false;
 		req->step = STEP_WRITEBACK;
 		/* fall through */
 	case STEP_WRITEBACK:
@@ -255,17 +232,10 @@ void tide__requests_progress(struct tide_pool *p)
 
 	while (*pp) {
 		struct request *req = *pp, *next = req->next;
-		bool done;
 
 		/* A finished request belongs to its (woken) caller again: do not
 		 * touch it after the step returns true. */
-		if (req->kind == REQ_PREFETCH)
-			done = prefetch_step(p, req);
-		else if (req->kind == REQ_STATS)
-			done = stats_step(p, req);
-		else
-			done = flush_step(p, req);
-		if (done)
+		if (req->kind == REQ_PREFETCH ? prefetch_step(p, req) : flush_step(p, req))
 			*pp = next;
 		else
 			pp = &req->next;

@@ -15,7 +15,7 @@
 #include "internal.h"
 
 static tide_pool *make_pool(enum tide_writeback wb, size_t budget, unsigned read_ahead,
-			    int odirect, bool install_thread)
+			    int odirect)
 {
 	struct tide_options o;
 	tide_pool *pool;
@@ -27,7 +27,6 @@ static tide_pool *make_pool(enum tide_writeback wb, size_t budget, unsigned read
 	o.writeback = wb;
 	o.read_ahead = read_ahead;
 	o.odirect = odirect;
-	o.install_thread = install_thread;
 	o.flush_interval_ms = 0;   /* pages are written when evicted, flushed or unmapped */
 	cr_assert_eq(tide_pool_create(&pool, &o), 0, "%s", tide_last_error());
 	return pool;
@@ -112,7 +111,7 @@ ParameterizedTest(struct file_case *c, holes, file_written_evicted_read_back)
 	size_t ps = 4 * KiB, budget = 512 * KiB, len = 8 * budget, npages = len / ps;
 	size_t words = ps / 8, data_faults = 0, hole_faults = 0, bad = 0;
 	int fd = hole_file(len, c->falloc);
-	tide_pool *pool = make_pool(c->wb, budget, c->read_ahead, c->odirect, true);
+	tide_pool *pool = make_pool(c->wb, budget, c->read_ahead, c->odirect);
 	uint64_t *p = tide_map(pool, fd, 0, len, TIDE_PROT_READ | TIDE_PROT_WRITE, 0);
 	uint64_t *disk = malloc(len);
 	struct tide_stats a, b;
@@ -203,10 +202,7 @@ static void unwritten_dirty_pages(enum tide_writeback wb)
 	size_t ps = 4 * KiB, budget = 512 * KiB, len = 8 * budget, npages = len / ps;
 	size_t words = ps / 8, written = 16, bad = 0;
 	int fd = hole_file(len, true);
-	/* The service thread installs every page, so the pages ahead are
-	 * dirty as soon as the writes return (tests/installer.c has the
-	 * same with the install thread). */
-	tide_pool *pool = make_pool(wb, budget, 32, 1, false);
+	tide_pool *pool = make_pool(wb, budget, 32, 1);
 	uint64_t *p = tide_map(pool, fd, 0, len, TIDE_PROT_READ | TIDE_PROT_WRITE, 0);
 	uint64_t *disk = malloc(len);
 	struct tide_stats a, b;
@@ -441,7 +437,7 @@ static size_t hs_holes(const struct hole_store *h)
 static struct tide_stats hs_read_all(struct hole_store *h, const struct tide_store_ops *ops)
 {
 	size_t len = h->size, bad = 0;
-	tide_pool *pool = make_pool(TIDE_WRITEBACK_FIXED, 4 * MiB, 0, 1, true);
+	tide_pool *pool = make_pool(TIDE_WRITEBACK_FIXED, 4 * MiB, 0, 1);
 	uint64_t *p = tide_map_store(pool, ops, h, 0, len, TIDE_PROT_READ, 0);
 	struct tide_stats st;
 
@@ -509,7 +505,7 @@ Test(holes, run_with_a_leading_hole)
 {
 	struct hole_store h;
 	size_t ps = 4 * KiB, npages = 64, len = npages * ps, bad = 0;
-	tide_pool *pool = make_pool(TIDE_WRITEBACK_FIXED, 4 * MiB, 0, 1, true);
+	tide_pool *pool = make_pool(TIDE_WRITEBACK_FIXED, 4 * MiB, 0, 1);
 	uint64_t *p;
 	struct tide_stats st;
 
@@ -543,7 +539,7 @@ Test(holes, store_holes_written_and_evicted)
 {
 	struct hole_store h;
 	size_t ps = 4 * KiB, npages = 1024, len = npages * ps, words = ps / 8, bad = 0;
-	tide_pool *pool = make_pool(TIDE_WRITEBACK_FIXED, 512 * KiB, 0, 1, true);
+	tide_pool *pool = make_pool(TIDE_WRITEBACK_FIXED, 512 * KiB, 0, 1);
 	uint64_t *p, *model = malloc(len);
 	struct tide_stats a, b;
 

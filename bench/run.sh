@@ -77,11 +77,6 @@ part_tide() {
 		permread:cache:4k:fixed:2 | tag "$1" >>"$jsonl" || true
 	TIDE_WAKE_POLL_US=0 TIDE_SERVICE_THREADS=2 "$fault" --secs "$secs" --file "$data" --budget "$budget" --app-cpu 0 \
 		--tag shards permread:cache:4k:fixed:2 | tag "$1" >>"$jsonl" || true
-	# The install thread off, beside the figures it serves.
-	for spec in seqread:disk:64k seqwrite:fresh:64k:fixed seqwrite:fresh:64k:direct; do
-		TIDE_INSTALL_THREAD=0 "$fault" --secs "$secs" --file "$data" --budget "$budget" \
-			--tag noinstall "$spec" | tag "$1" >>"$jsonl" || true
-	done
 	TIDE_WAKE_POLL_US=0 "$fault" --secs "$secs" --file "$data" \
 		--budget "$budget" --tag nopoll permread:cache:4k randread:cache:4k \
 		randread:cache:4k:fixed:2 | tag "$1" >>"$jsonl" || true
@@ -197,9 +192,6 @@ END {
 	row("random 4 KiB fill, 8 app threads (vs io_uring rand read QD8)", "tide.randread.disk.4k.t8", "fills_per_s", "uring.randread.4k.qd8", "per_s", 0.7)
 	row("eviction of contiguous dirty pages, fixed, 64 KiB, fills free (vs io_uring seq write QD32 just before and after)", "tide.seqwrite.fresh.64k.fixed", "wb_mbps", "uring.seqwrite.64k.qd32.beside", "mbps", 0.8, "MB/s")
 	row("same, direct", "tide.seqwrite.fresh.64k.direct", "wb_mbps", "uring.seqwrite.64k.qd32.beside", "mbps", 0.8, "MB/s")
-	row("install thread on vs off (TIDE_INSTALL_THREAD=0): sequential fill from disk, 64 KiB", "tide.seqread.disk.64k", "fill_mbps", "tide.seqread.disk.64k.noinstall", "fill_mbps", "", "MB/s")
-	row("install thread on vs off: eviction, fixed", "tide.seqwrite.fresh.64k.fixed", "wb_mbps", "tide.seqwrite.fresh.64k.fixed.noinstall", "wb_mbps", "", "MB/s")
-	row("install thread on vs off: eviction, direct", "tide.seqwrite.fresh.64k.direct", "wb_mbps", "tide.seqwrite.fresh.64k.direct.noinstall", "wb_mbps", "", "MB/s")
 	row("io_uring seq write QD32 beside the eviction figures (vs the same in the raw part)", "uring.seqwrite.64k.qd32.beside", "mbps", "uring.seqwrite.64k.qd32", "mbps", "", "MB/s")
 	row("sequential write, fills from disk, fixed, 64 KiB (write-back MB/s)", "tide.seqwrite.disk.64k.fixed", "wb_mbps", "uring.seqwrite.64k.qd32", "mbps", "", "MB/s")
 	row("same, direct", "tide.seqwrite.disk.64k.direct", "wb_mbps", "uring.seqwrite.64k.qd32", "mbps", "", "MB/s")

@@ -326,11 +326,16 @@ struct mem_store {
 	int fail_first;          /* the next this many writes fail */
 	int short_writes;        /* writes store half their length plus 100 bytes */
 	int hold;                /* the next write completes when the test says */
+	int hold_all;            /* every write does (up to HELD_MAX of them) */
 	unsigned writes;         /* write calls */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	struct tide_io *held;
 	size_t held_len;
+#define HELD_MAX 64
+	struct tide_io *held_all[HELD_MAX];
+	size_t held_all_len[HELD_MAX];
+	unsigned nheld;
 };
 
 static int mem_read(void *s, struct tide_io *io, void *buf, size_t len, uint64_t off)
@@ -363,6 +368,12 @@ static int mem_write(void *s, struct tide_io *io, const void *buf, size_t len, u
 		m->held = io;
 		m->held_len = n;
 		pthread_cond_broadcast(&m->cond);
+		pthread_mutex_unlock(&m->lock);
+		return 0;
+	}
+	if (m->hold_all && m->nheld < HELD_MAX) {
+		m->held_all[m->nheld] = io;
+		m->held_all_len[m->nheld++] = n;
 		pthread_mutex_unlock(&m->lock);
 		return 0;
 	}
@@ -670,4 +681,81 @@ Test(writeback, timer_writes_every_run_in_a_tick)
 	expect_file(fd, len, ps, dirty, 5);
 	cr_assert_eq(tide_pool_destroy(pool), 0);
 	close(fd);
+}
+
+/*
+ * Read-ahead counts pages on their way out as gone. A sequential writer
+ * gets the pages ahead of it installed dirty; past the high watermark,
+ * eviction writes the oldest back, and here every write is held, so the
+ * pool stays near its budget with those pages leaving. The writer's next
+ * fault must still get pages filled ahead of it (within the budget), not
+ * leave it to fault, wait and be woken page by page. Then the writes go,
+ * and the store holds every byte.
+ */
+Test(writeback, read_ahead_counts_leaving_pages_as_gone)
+{
+	size_t ps = 4 * KiB, budget = 64 * ps, len = 256 * ps, words = ps / 8, pg;
+	struct tide_options o;
+	struct tide_stats a, b;
+	struct mem_store m;
+	tide_pool *pool;
+	uint64_t *p, *data;
+	unsigned nheld;
+
+	test_require_writeback(TIDE_WRITEBACK_FIXED);
+	tide_options_init(&o);
+	o.budget = budget;
+	o.page_size = ps;
+	o.writeback = TIDE_WRITEBACK_FIXED;
+	o.flush_interval_ms = 0;
+	o.read_ahead = 256;
+	/* Short runs: eviction takes the oldest pages, not a run reaching up to
+	 * the page the writer is on (which would then wait for a held write). */
+	o.write_max = 4 * ps;
+	cr_assert_eq(tide_pool_create(&pool, &o), 0, "%s", tide_last_error());
+	mem_init(&m, len);
+	m.hold_all = 1;
+	p = tide_map_store(pool, &mem_ops, &m, 0, len, TIDE_PROT_READ | TIDE_PROT_WRITE, 0);
+	cr_assert_not_null(p, "%s", tide_last_error());
+	/* Write page after page until eviction has begun. */
+	for (pg = 0; pg < len / ps; pg++) {
+		p[pg * words] = dirty_word(pg * words);
+		a = test_stats(pool);
+		if (a.store_writes)
+			break;
+	}
+	cr_assert_lt(pg + 1, len / ps, "eviction never began");
+	cr_assert_eq(a.writebacks, 0, "a held write completed");
+	/* The first page past what was filled ahead: its fault fills it and,
+	 * with pages leaving, more after it. */
+	for (pg++; pg < len / ps && a.faults == test_stats(pool).faults; pg++)
+		p[pg * words] = dirty_word(pg * words);
+	b = test_stats(pool);
+	pthread_mutex_lock(&m.lock);
+	nheld = m.nheld;
+	pthread_mutex_unlock(&m.lock);
+	cr_assert_lt(pg, len / ps, "the writer never faulted again");
+	cr_expect_gt(b.prefetched, a.prefetched,
+		     "no page was filled ahead: %llu of %zu bytes resident, %u writes held",
+		     (unsigned long long)b.resident_bytes, budget, nheld);
+	cr_expect_leq(b.resident_bytes, budget);
+	cr_expect_eq(b.writebacks, 0, "a held write completed");
+
+	pthread_mutex_lock(&m.lock);
+	m.hold_all = 0;
+	nheld = m.nheld;
+	pthread_mutex_unlock(&m.lock);
+	for (unsigned i = 0; i < nheld; i++)
+		tide_io_complete(m.held_all[i], (ssize_t)m.held_all_len[i]);
+	cr_assert_eq(tide_unmap(p), 0, "%s", tide_last_error());
+	data = (uint64_t *)m.data;
+	for (size_t i = 0; i < len / 8; i++) {
+		uint64_t want = i % words == 0 && i / words < pg ? dirty_word(i) : test_word(i, 9);
+
+		if (data[i] != want)
+			cr_assert_fail("store word %zu (page %zu): %#llx, want %#llx", i, i / words,
+				       (unsigned long long)data[i], (unsigned long long)want);
+	}
+	cr_assert_eq(tide_pool_destroy(pool), 0);
+	mem_fini(&m);
 }

@@ -88,6 +88,30 @@ struct file_case {
 	int odirect;
 };
 
+/* After unmap, the file itself (read through another open file description,
+ * so nothing of the mapping) holds want(i) in every word i of [0, len). */
+static void expect_file_words(int fd, size_t len, uint64_t (*want)(size_t word))
+{
+	uint64_t *disk = malloc(len);
+	int other = test_reopen(fd);
+
+	cr_assert_not_null(disk);
+	test_pread(other, disk, len, 0);
+	for (size_t i = 0; i < len / 8; i++)
+		if (disk[i] != want(i))
+			cr_assert_fail("file word %zu (page %zu): %#llx, want %#llx", i,
+				       i * 8 / (4 * KiB), (unsigned long long)disk[i],
+				       (unsigned long long)want(i));
+	close(other);
+	free(disk);
+}
+
+/* file_written_evicted_read_back: the roles' marks, zeros elsewhere. */
+static uint64_t want_roles(size_t word)
+{
+	return role_written(word * 8 / (4 * KiB)) ? mark(word) : 0;
+}
+
 ParameterizedTestParameters(holes, file_written_evicted_read_back)
 {
 	static struct file_case cases[] = {
@@ -113,12 +137,9 @@ ParameterizedTest(struct file_case *c, holes, file_written_evicted_read_back)
 	int fd = hole_file(len, c->falloc);
 	tide_pool *pool = make_pool(c->wb, budget, c->read_ahead, c->odirect);
 	uint64_t *p = tide_map(pool, fd, 0, len, TIDE_PROT_READ | TIDE_PROT_WRITE, 0);
-	uint64_t *disk = malloc(len);
 	struct tide_stats a, b;
-	int other;
 
 	cr_assert_not_null(p, "%s", tide_last_error());
-	cr_assert_not_null(disk);
 	for (size_t pg = 0; pg < npages; pg++) {
 		uint64_t *w = p + pg * words;
 
@@ -176,19 +197,8 @@ ParameterizedTest(struct file_case *c, holes, file_written_evicted_read_back)
 	cr_expect_eq(b.writeback_errors, 0);
 	cr_assert_eq(tide_unmap(p), 0, "%s", tide_last_error());
 	cr_assert_eq(tide_pool_destroy(pool), 0);
-
-	other = test_reopen(fd);
-	test_pread(other, disk, len, 0);
-	for (size_t i = 0; i < len / 8; i++) {
-		uint64_t want = role_written(i / words) ? mark(i) : 0;
-
-		if (disk[i] != want)
-			cr_assert_fail("file word %zu (page %zu): %#llx, want %#llx", i, i / words,
-				       (unsigned long long)disk[i], (unsigned long long)want);
-	}
-	close(other);
+	expect_file_words(fd, len, want_roles);
 	close(fd);
-	free(disk);
 }
 
 /*
@@ -197,19 +207,24 @@ ParameterizedTest(struct file_case *c, holes, file_written_evicted_read_back)
  * without ever being written, they must still reach the file (as zeros),
  * through either write-back path.
  */
+#define UNWRITTEN_WRITTEN 16   /* pages the writer writes before it stops */
+
+/* unwritten_dirty_pages: a mark in the first word of each page written. */
+static uint64_t want_first_words(size_t word)
+{
+	return word % (4 * KiB / 8) == 0 && word * 8 / (4 * KiB) < UNWRITTEN_WRITTEN ? mark(word) : 0;
+}
+
 static void unwritten_dirty_pages(enum tide_writeback wb)
 {
 	size_t ps = 4 * KiB, budget = 512 * KiB, len = 8 * budget, npages = len / ps;
-	size_t words = ps / 8, written = 16, bad = 0;
+	size_t words = ps / 8, written = UNWRITTEN_WRITTEN, bad = 0;
 	int fd = hole_file(len, true);
 	tide_pool *pool = make_pool(wb, budget, 32, 1);
 	uint64_t *p = tide_map(pool, fd, 0, len, TIDE_PROT_READ | TIDE_PROT_WRITE, 0);
-	uint64_t *disk = malloc(len);
 	struct tide_stats a, b;
-	int other;
 
 	cr_assert_not_null(p, "%s", tide_last_error());
-	cr_assert_not_null(disk);
 	for (size_t pg = 0; pg < written; pg++)
 		p[pg * words] = mark(pg * words);
 	a = test_stats(pool);
@@ -228,23 +243,12 @@ static void unwritten_dirty_pages(enum tide_writeback wb)
 	cr_expect_eq(b.store_reads, 0);
 	/* Read back through the mapping: the written pages, and zeros after. */
 	for (size_t i = 0; i < (written + 64) * words; i++)
-		bad += p[i] != (i % words == 0 && i / words < written ? mark(i) : 0);
+		bad += p[i] != want_first_words(i);
 	cr_expect_eq(bad, 0, "%zu words read back wrong", bad);
 	cr_assert_eq(tide_unmap(p), 0, "%s", tide_last_error());
 	cr_assert_eq(tide_pool_destroy(pool), 0);
-
-	other = test_reopen(fd);
-	test_pread(other, disk, len, 0);
-	for (size_t i = 0; i < len / 8; i++) {
-		uint64_t want = i % words == 0 && i / words < written ? mark(i) : 0;
-
-		if (disk[i] != want)
-			cr_assert_fail("file word %zu (page %zu): %#llx, want %#llx", i, i / words,
-				       (unsigned long long)disk[i], (unsigned long long)want);
-	}
-	close(other);
+	expect_file_words(fd, len, want_first_words);
 	close(fd);
-	free(disk);
 }
 
 Test(holes, unwritten_dirty_pages_fixed) { unwritten_dirty_pages(TIDE_WRITEBACK_FIXED); }

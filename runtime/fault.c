@@ -65,13 +65,7 @@ static void ra_fill(struct tide_pool *p, struct region *r, uint64_t from, uint64
 	if (want <= p->opt.budget / 8)
 		tide__pool_reclaim_for(p, want);
 	while (q <= to) {
-		/* Pages on their way out count as gone: with a deep write-back
-		 * queue the pool sits near its budget, and read-ahead that
-		 * waited for residency to fall below the high watermark would
-		 * leave the app to fault, wait and be woken page by page. The
-		 * budget itself still caps every fill. */
-		uint64_t staying = p->resident - p->leaving;
-		uint64_t room = staying < p->high_bytes ? (p->high_bytes - staying) / r->page_size : 0;
+		uint64_t room = tide__pool_ahead_room(p) / r->page_size;
 		uint32_t n = 0;
 		int ret;
 

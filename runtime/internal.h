@@ -165,6 +165,9 @@ void tide__frame_free(struct tide_pool *p, uint32_t f);
 void tide__frame_resident(struct tide_pool *p, uint32_t f); /* join the CLOCK ring */
 static inline struct frame *tide__frame(struct tide_pool *p, uint32_t f);
 bool tide__pool_has_room(struct tide_pool *p, size_t len);
+/* Bytes read-ahead may still fill: up to the high watermark, pages on
+ * their way out counted as gone. */
+uint64_t tide__pool_ahead_room(const struct tide_pool *p);
 void tide__pool_reclaim(struct tide_pool *p);          /* evict if above the high watermark */
 /* The same, also making room for `want` more bytes (read-ahead about to start). */
 void tide__pool_reclaim_for(struct tide_pool *p, uint64_t want);

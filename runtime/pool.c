@@ -116,6 +116,17 @@ bool tide__pool_has_room(struct tide_pool *p, size_t len)
 	return p->resident + len <= p->opt.budget;
 }
 
+/* With a deep write-back queue the pool sits near its budget: read-ahead
+ * that waited for residency to fall below the high watermark would leave a
+ * sequential app to fault, wait and be woken page by page. Every fill is
+ * still capped by the budget (tide__pool_has_room). */
+uint64_t tide__pool_ahead_room(const struct tide_pool *p)
+{
+	uint64_t staying = p->resident - p->leaving;
+
+	return staying < p->high_bytes ? p->high_bytes - staying : 0;
+}
+
 #define DROP_BATCH 256
 
 static int victim_order(const void *a, const void *b)

@@ -7,7 +7,8 @@
  * when tide cannot run here. docs/preload.md has the policy and its limits.
  *
  * Interposer hygiene, as in mimalloc and jemalloc: the real calls are raw
- * system calls (no dlsym, no dependence on init order); the paths every
+ * system calls (no dlsym, no dependence on init order; only the exec family,
+ * which comes long after start-up, forwards to the C library's); the paths every
  * program takes (anonymous mmap, munmap of memory tide does not serve)
  * touch no lock, no malloc and no stdio; only this file's symbols are
  * exported (the rest of tide is hidden inside the library).
@@ -19,6 +20,7 @@
  * service, keeper and watchdog threads run only tide code), or when the
  * calling thread is inside a tide call made from here (`inside`).
  */
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -29,6 +31,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -951,27 +954,222 @@ __attribute__((constructor)) static void preload_init(void)
 }
 
 /*
- * At exit, what the program wrote reaches the file, as the kernel's page
- * cache would see to. The regions stay mapped: other threads may still run.
- * Safe to run twice; a forked child that exits leaves it to its parent.
+ * Write back every writable region: the image ends (`when`) and takes the
+ * pool with it. The regions stay mapped: other threads may still run.
+ * _exit and exec may come from a signal handler that interrupted this very
+ * thread inside tide or holding the region table; waiting then would wait
+ * for itself. So, unless `patient`, nothing is done from inside tide, and
+ * the table is waited for at most a few seconds.
  */
-__attribute__((destructor)) static void preload_fini(void)
+static void flush_all(const char *when, bool patient)
 {
-	if (__atomic_exchange_n(&finished, 1, __ATOMIC_ACQ_REL) || getpid() != self_pid ||
-	    forked_child)
-		return;
-	pthread_mutex_lock(&maps_lock);
+	if (!patient) {
+		struct timespec until;
+
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += 5;
+		if (inside || pthread_mutex_timedlock(&maps_lock, &until) != 0) {
+			n_flush_errors++;
+			tide__warn("preload: %s, the tide regions are busy in this thread; "
+				   "what was not yet written back is lost", when);
+			return;
+		}
+	} else {
+		pthread_mutex_lock(&maps_lock);
+	}
 	inside++;
 	for (size_t i = 0; i < nmaps; i++) {
 		if (!(maps[i].prot & PROT_WRITE))
 			continue;
 		if (tide_flush(maps[i].base, 0) < 0) {
 			n_flush_errors++;
-			tide__warn("preload: at exit, writing back the tide region at %p failed: %s",
-				   (void *)maps[i].base, tide_last_error());
+			tide__warn("preload: %s, writing back the tide region at %p failed: %s",
+				   when, (void *)maps[i].base, tide_last_error());
 		}
 	}
 	inside--;
 	pthread_mutex_unlock(&maps_lock);
-	write_stats();
+}
+
+/* The regions are this image's own: not a fork()ed or vfork()ed child's
+ * (a vfork child shares our memory, so it must not touch `finished`). */
+static bool own_image(void)
+{
+	return !forked_child && getpid() == self_pid;
+}
+
+/*
+ * At exit, what the program wrote reaches the file, as the kernel's page
+ * cache would see to, and the counters go to `tide run`. Once per image.
+ */
+static void finish(const char *when, bool patient)
+{
+	if (!own_image() || __atomic_exchange_n(&finished, 1, __ATOMIC_ACQ_REL))
+		return;
+	flush_all(when, patient);
+	/* Interrupted inside tide, it cannot ask the pool for its counters either. */
+	if (!inside)
+		write_stats();
+}
+
+__attribute__((destructor)) static void preload_fini(void)
+{
+	finish("at exit", true);
+}
+
+/* ---- _exit and exec: the image ends without its destructors ---- */
+
+EXPORT void _exit(int status)
+{
+	finish("at _exit", false);
+	for (;;)
+		syscall(SYS_exit_group, status);
+}
+
+EXPORT void _Exit(int status)
+{
+	_exit(status);
+}
+
+/*
+ * exec replaces the image, pool and all, without running destructors: what
+ * the program wrote is written back first. The counters of the image are
+ * not reported (if exec fails the program goes on, and reports at exit).
+ * The call itself is the C library's, found with dlsym(RTLD_NEXT): exec
+ * comes long after start-up, so the lookup cannot run before libc is
+ * ready, as it could for mmap; and the library keeps execvp's search.
+ */
+static void *libc_next(const char *name)
+{
+	void *fn;
+
+	inside++;
+	fn = dlsym(RTLD_NEXT, name);
+	inside--;
+	if (!fn)
+		errno = ENOSYS;
+	return fn;
+}
+
+static void before_exec(void)
+{
+	if (own_image() && !__atomic_load_n(&finished, __ATOMIC_ACQUIRE))
+		flush_all("before exec", false);
+}
+
+typedef int exec_fn(const char *, char *const[], char *const[]);
+typedef int execv_fn(const char *, char *const[]);
+
+EXPORT int execve(const char *path, char *const argv[], char *const envp[])
+{
+	exec_fn *fn = (exec_fn *)libc_next("execve");
+
+	before_exec();
+	return fn ? fn(path, argv, envp) : -1;
+}
+
+EXPORT int execvpe(const char *file, char *const argv[], char *const envp[])
+{
+	exec_fn *fn = (exec_fn *)libc_next("execvpe");
+
+	before_exec();
+	return fn ? fn(file, argv, envp) : -1;
+}
+
+EXPORT int execv(const char *path, char *const argv[])
+{
+	execv_fn *fn = (execv_fn *)libc_next("execv");
+
+	before_exec();
+	return fn ? fn(path, argv) : -1;
+}
+
+EXPORT int execvp(const char *file, char *const argv[])
+{
+	execv_fn *fn = (execv_fn *)libc_next("execvp");
+
+	before_exec();
+	return fn ? fn(file, argv) : -1;
+}
+
+EXPORT int fexecve(int fd, char *const argv[], char *const envp[])
+{
+	int (*fn)(int, char *const[], char *const[]) =
+		(int (*)(int, char *const[], char *const[]))libc_next("fexecve");
+
+	before_exec();
+	return fn ? fn(fd, argv, envp) : -1;
+}
+
+EXPORT int execveat(int dirfd, const char *path, char *const argv[], char *const envp[],
+		    int flags)
+{
+	before_exec();
+	return (int)syscall(SYS_execveat, dirfd, path, argv, envp, flags);
+}
+
+/* The execl family: the arguments up to the NULL become an argv; execle's
+ * environment follows the NULL. Then as execv, execve and execvp.
+ * count_args: arg0 and the non-NULL arguments after it, so the loops below
+ * read those and the NULL that ends them. */
+static size_t count_args(va_list ap)
+{
+	va_list c;
+	size_t n = 1;    /* arg0 */
+
+	va_copy(c, ap);
+	while (va_arg(c, char *))
+		n++;
+	va_end(c);
+	return n;
+}
+
+EXPORT int execl(const char *path, const char *arg, ...)
+{
+	va_list ap;
+	size_t n;
+
+	va_start(ap, arg);
+	n = count_args(ap);
+	char *argv[n + 1];
+
+	argv[0] = (char *)arg;
+	for (size_t i = 1; i <= n; i++)
+		argv[i] = va_arg(ap, char *);
+	va_end(ap);
+	return execv(path, argv);
+}
+
+EXPORT int execlp(const char *file, const char *arg, ...)
+{
+	va_list ap;
+	size_t n;
+
+	va_start(ap, arg);
+	n = count_args(ap);
+	char *argv[n + 1];
+
+	argv[0] = (char *)arg;
+	for (size_t i = 1; i <= n; i++)
+		argv[i] = va_arg(ap, char *);
+	va_end(ap);
+	return execvp(file, argv);
+}
+
+EXPORT int execle(const char *path, const char *arg, ...)
+{
+	va_list ap;
+	char *const *envp;
+	size_t n;
+
+	va_start(ap, arg);
+	n = count_args(ap);
+	char *argv[n + 1];
+
+	argv[0] = (char *)arg;
+	for (size_t i = 1; i <= n; i++)
+		argv[i] = va_arg(ap, char *);
+	envp = va_arg(ap, char *const *);
+	va_end(ap);
+	return execve(path, argv, envp);
 }

@@ -246,6 +246,43 @@ Test(preload, tide_run_pages_a_file_larger_than_the_budget)
 	close(fd);
 }
 
+/* An image that ends without exit(): what it wrote reaches the file anyway. */
+static void ends_unflushed(const char *mode)
+{
+	int fd = test_file(FILE_SIZE, 13);
+	struct run r;
+	char path[64];
+
+	test_require_uffd();
+	tide_run(&r, mode, fd_path(fd, path, sizeof(path)), "1M");
+	cr_assert_eq(r.status, 0, "%s: status %d, stderr:\n%s", mode, r.status, r.err);
+	expect_pattern(fd, FILE_SIZE);
+	close(fd);
+}
+
+Test(preload, writes_survive_exit_without_destructors)
+{
+	struct run r;
+	int fd = test_file(FILE_SIZE, 17);
+	char path[64];
+
+	test_require_uffd();
+	tide_run(&r, "_exit", fd_path(fd, path, sizeof(path)), "1M");
+	cr_assert_eq(r.status, 0, "status %d, stderr:\n%s", r.status, r.err);
+	expect_pattern(fd, FILE_SIZE);
+	/* _exit still reports: the counters of a process that paged. */
+	expect_paged(r.out, true);
+	cr_expect_geq(field(r.out, "writebacks", true), FILE_SIZE / (64 * KiB), "%s", r.out);
+	close(fd);
+}
+
+Test(preload, writes_survive_exec)
+{
+	ends_unflushed("execl");
+	ends_unflushed("execvp");
+	ends_unflushed("execve");
+}
+
 Test(preload, ld_preload_directly_private_read_only)
 {
 	int fd = test_file(FILE_SIZE, 11), sfd;

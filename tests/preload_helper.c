@@ -11,6 +11,11 @@
  *   preload_helper partial FILE  munmap half of a mapping, then all of it
  *   preload_helper remap FILE    map the first half, mremap to the whole file
  *   preload_helper exit N        exit with status N
+ *   preload_helper _exit FILE    write the pattern, _exit(0): no msync, no
+ *                                destructors
+ *   preload_helper execl FILE    write the pattern, then become
+ *                                `preload_helper exit 0` with execl (also
+ *                                execvp, execve): the image ends unflushed
  *   preload_helper kill SIG      die of signal SIG
  *
  * Checksums are FNV-1a over the file's 64-bit words; the pattern is
@@ -84,6 +89,25 @@ int main(int argc, char **argv)
 		signal(atoi(argv[2]), SIG_DFL);
 		raise(atoi(argv[2]));
 		return 101;
+	}
+	if (!strcmp(mode, "_exit")) {
+		w = map(argv[2], PROT_READ | PROT_WRITE, MAP_SHARED, &len);
+		pattern(w, len / 8);
+		_exit(0);
+	}
+	if (!strcmp(mode, "execl") || !strcmp(mode, "execvp") || !strcmp(mode, "execve")) {
+		char *const args[] = { argv[0], "exit", "0", NULL };
+
+		w = map(argv[2], PROT_READ | PROT_WRITE, MAP_SHARED, &len);
+		pattern(w, len / 8);
+		fflush(stdout);
+		if (!strcmp(mode, "execl"))
+			execl(argv[0], argv[0], "exit", "0", (char *)NULL);
+		else if (!strcmp(mode, "execvp"))
+			execvp(argv[0], args);
+		else
+			execve(argv[0], args, environ);
+		die(mode);
 	}
 	if (!strcmp(mode, "anon")) {
 		len = strtoull(argv[2], NULL, 0);

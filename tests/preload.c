@@ -246,8 +246,9 @@ Test(preload, tide_run_pages_a_file_larger_than_the_budget)
 	close(fd);
 }
 
-/* An image that ends without exit(): what it wrote reaches the file anyway. */
-static void ends_unflushed(const char *mode)
+/* The helper writes the file through tide, then execs (by `mode`) without
+ * msync: what it wrote reaches the file anyway. */
+static void exec_keeps_writes(const char *mode)
 {
 	int fd = test_file(FILE_SIZE, 13);
 	struct run r;
@@ -278,9 +279,9 @@ Test(preload, writes_survive_exit_without_destructors)
 
 Test(preload, writes_survive_exec)
 {
-	ends_unflushed("execl");
-	ends_unflushed("execvp");
-	ends_unflushed("execve");
+	exec_keeps_writes("execl");
+	exec_keeps_writes("execvp");
+	exec_keeps_writes("execve");
 }
 
 Test(preload, ld_preload_directly_private_read_only)

@@ -1108,68 +1108,64 @@ EXPORT int execveat(int dirfd, const char *path, char *const argv[], char *const
 	return (int)syscall(SYS_execveat, dirfd, path, argv, envp, flags);
 }
 
-/* The execl family: the arguments up to the NULL become an argv; execle's
- * environment follows the NULL. Then as execv, execve and execvp.
- * count_args: arg0 and the non-NULL arguments after it, so the loops below
- * read those and the NULL that ends them. */
-static size_t count_args(va_list ap)
+/* The execl family: the arguments up to the NULL become an argv, and
+ * execle's environment follows the NULL; then execv, execvp or execve. */
+static size_t count_args(va_list *ap)
 {
 	va_list c;
 	size_t n = 1;    /* arg0 */
 
-	va_copy(c, ap);
+	va_copy(c, *ap);
 	while (va_arg(c, char *))
 		n++;
 	va_end(c);
 	return n;
 }
 
-EXPORT int execl(const char *path, const char *arg, ...)
+static int exec_list(char how, const char *path, const char *arg, va_list *ap)
 {
-	va_list ap;
-	size_t n;
-
-	va_start(ap, arg);
-	n = count_args(ap);
+	size_t n = count_args(ap);
 	char *argv[n + 1];
 
 	argv[0] = (char *)arg;
-	for (size_t i = 1; i <= n; i++)
-		argv[i] = va_arg(ap, char *);
-	va_end(ap);
+	for (size_t i = 1; i <= n; i++)    /* the arguments, then their NULL */
+		argv[i] = va_arg(*ap, char *);
+	if (how == 'p')
+		return execvp(path, argv);
+	if (how == 'e')
+		return execve(path, argv, va_arg(*ap, char *const *));
 	return execv(path, argv);
+}
+
+EXPORT int execl(const char *path, const char *arg, ...)
+{
+	va_list ap;
+	int ret;
+
+	va_start(ap, arg);
+	ret = exec_list('v', path, arg, &ap);
+	va_end(ap);
+	return ret;
 }
 
 EXPORT int execlp(const char *file, const char *arg, ...)
 {
 	va_list ap;
-	size_t n;
+	int ret;
 
 	va_start(ap, arg);
-	n = count_args(ap);
-	char *argv[n + 1];
-
-	argv[0] = (char *)arg;
-	for (size_t i = 1; i <= n; i++)
-		argv[i] = va_arg(ap, char *);
+	ret = exec_list('p', file, arg, &ap);
 	va_end(ap);
-	return execvp(file, argv);
+	return ret;
 }
 
 EXPORT int execle(const char *path, const char *arg, ...)
 {
 	va_list ap;
-	char *const *envp;
-	size_t n;
+	int ret;
 
 	va_start(ap, arg);
-	n = count_args(ap);
-	char *argv[n + 1];
-
-	argv[0] = (char *)arg;
-	for (size_t i = 1; i <= n; i++)
-		argv[i] = va_arg(ap, char *);
-	envp = va_arg(ap, char *const *);
+	ret = exec_list('e', path, arg, &ap);
 	va_end(ap);
-	return execve(path, argv, envp);
+	return ret;
 }

@@ -280,6 +280,8 @@ Test(preload, writes_survive_exit_without_destructors)
 Test(preload, writes_survive_exec)
 {
 	exec_keeps_writes("execl");
+	exec_keeps_writes("execlp");
+	exec_keeps_writes("execle");
 	exec_keeps_writes("execvp");
 	exec_keeps_writes("execve");
 }

@@ -15,7 +15,8 @@
  *                                destructors
  *   preload_helper execl FILE    write the pattern, then become
  *                                `preload_helper exit 0` with execl (also
- *                                execvp, execve): the image ends unflushed
+ *                                execlp, execle, execvp, execve): the image
+ *                                ends unflushed
  *   preload_helper kill SIG      die of signal SIG
  *
  * Checksums are FNV-1a over the file's 64-bit words; the pattern is
@@ -95,7 +96,7 @@ int main(int argc, char **argv)
 		pattern(w, len / 8);
 		_exit(0);
 	}
-	if (!strcmp(mode, "execl") || !strcmp(mode, "execvp") || !strcmp(mode, "execve")) {
+	if (!strncmp(mode, "exec", 4)) {
 		char *const args[] = { argv[0], "exit", "0", NULL };
 
 		w = map(argv[2], PROT_READ | PROT_WRITE, MAP_SHARED, &len);
@@ -103,10 +104,16 @@ int main(int argc, char **argv)
 		fflush(stdout);
 		if (!strcmp(mode, "execl"))
 			execl(argv[0], argv[0], "exit", "0", (char *)NULL);
+		else if (!strcmp(mode, "execlp"))
+			execlp(argv[0], argv[0], "exit", "0", (char *)NULL);
+		else if (!strcmp(mode, "execle"))
+			execle(argv[0], argv[0], "exit", "0", (char *)NULL, environ);
 		else if (!strcmp(mode, "execvp"))
 			execvp(argv[0], args);
-		else
+		else if (!strcmp(mode, "execve"))
 			execve(argv[0], args, environ);
+		else
+			errno = EINVAL;
 		die(mode);
 	}
 	if (!strcmp(mode, "anon")) {

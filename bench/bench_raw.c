@@ -13,6 +13,9 @@
  *          UFFDIO_COPY, MADV_DONTNEED of the oldest page, per fault; and the
  *          same filling by UFFDIO_MOVE of a staging page (pager.move_same)
  *   uring  io_uring O_DIRECT with fixed buffers on --file
+ *   sigbus the fault served on the faulting thread (UFFD_FEATURE_SIGBUS): its
+ *          SIGBUS handler copies a static page (uffd.sigbus) or is the
+ *          minimal pager (pager.sigbus), pinned to vCPU 0, no second thread
  *   uringw the sequential write of `uring` alone, named ...qd32.beside: run.sh
  *          runs it just before and just after each tide eviction figure, so
  *          that figure meets the disk as it was at the time
@@ -344,6 +347,86 @@ static void test_pager(void)
 	uffd_one("move_same", 0, 0, false, 4 * KiB, false, true);
 	uffd_one("move_same", 0, 0, false, 64 * KiB, false, true);
 	pager_move = false;
+}
+
+/*
+ * The fault served on the faulting thread itself: with UFFD_FEATURE_SIGBUS a
+ * missing page raises SIGBUS in the thread that touched it, whose handler
+ * installs the page and returns; the access then retries. No message, no
+ * second thread, no wake-up: what a pager could do when it has the data at
+ * hand. Not what tide does (its pool lives on the service thread); this
+ * shows what the same-vCPU round trip leaves on the table.
+ */
+static struct handler *sigbus_h;
+
+static void on_sigbus(int sig, siginfo_t *si, void *uc)
+{
+	struct handler *h = sigbus_h;
+	char *a = (char *)((uintptr_t)si->si_addr & ~(uintptr_t)(h->page - 1));
+	int ret;
+
+	(void)sig;
+	(void)uc;
+	if (h->fd >= 0) {
+		pager_fill(h, a);
+		return;
+	}
+	ret = tide__uffd_copy(h->uffd, a, h->src, h->page, UFFDIO_COPY_MODE_DONTWAKE, NULL);
+	if (ret < 0 && ret != -EEXIST)
+		die("UFFDIO_COPY in the SIGBUS handler: %s", strerror(-ret));
+}
+
+static void sigbus_one(bool pager)
+{
+	struct sigaction sa = { .sa_sigaction = on_sigbus, .sa_flags = SA_SIGINFO }, old;
+	struct handler h;
+	struct app a;
+	struct out o;
+	int ret;
+
+	memset(&h, 0, sizeof(h));
+	h.fd = -1;
+	h.page = 4 * KiB;
+	h.uffd = tide__uffd_open(0, NULL);
+	if (h.uffd < 0)
+		die("userfaultfd: %s", strerror(-h.uffd));
+	if ((ret = tide__uffd_api(h.uffd, UFFD_FEATURE_SIGBUS, NULL)) < 0) {
+		printf("{\"name\":\"%s.sigbus.4k\",\"skip\":\"no UFFD_FEATURE_SIGBUS (%s)\"}\n",
+		       pager ? "pager" : "uffd", strerror(-ret));
+		close(h.uffd);
+		return;
+	}
+	h.src = map_aligned(h.page, h.page);
+	memset(h.src, 0x5a, h.page);
+	if (pager)
+		handler_pager(&h, 4 * MiB / h.page);
+	sigbus_h = &h;
+	sigaction(SIGBUS, &sa, &old);
+	app_init(&a, &h, 16 * MiB, 0, false);
+	a.deadline = now_ns() + (uint64_t)(secs * 1e9);
+	app_main(&a);
+	sigaction(SIGBUS, &old, NULL);
+
+	out_begin(&o, pager ? "pager.sigbus.4k" : "uffd.sigbus.4k");
+	out_u64(&o, "page", h.page);
+	out_u64(&o, "faults", a.faults);
+	out_num(&o, "secs", (double)a.busy_ns / 1e9);
+	out_num(&o, "per_s", (double)a.faults * 1e9 / (double)a.busy_ns);
+	out_lat(&o, &a.lat);
+	out_end(&o);
+	app_fini(&a);
+	if (h.fd >= 0) {
+		close(h.fd);
+		free(h.resident);
+	}
+	munmap(h.src, h.page);
+	close(h.uffd);
+}
+
+static void test_sigbus(void)
+{
+	sigbus_one(false);
+	sigbus_one(true);
 }
 
 static void test_wp(void)
@@ -762,6 +845,7 @@ int main(int argc, char **argv)
 	static const struct { const char *name; void (*fn)(void); } tests[] = {
 		{ "mkfile", test_mkfile }, { "uffd", test_uffd }, { "uffd2", test_uffd2 },
 		{ "wp", test_wp }, { "wpasync", test_wpasync }, { "pager", test_pager },
+		{ "sigbus", test_sigbus },
 		{ "uring", test_uring }, { "uringw", test_uringw }, { "uringwf", test_uringwf },
 		{ "mmap", test_mmap },
 	};
@@ -770,7 +854,7 @@ int main(int argc, char **argv)
 	ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
 	if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
 		printf("usage: bench_raw [--secs S] [--file F] [--size N] [--budget N] TEST...\n"
-		       "  TEST = mkfile|uffd|uffd2|wp|wpasync|pager|uring|uringw|uringwf|mmap (see the top of bench_raw.c)\n");
+		       "  TEST = mkfile|uffd|uffd2|wp|wpasync|pager|sigbus|uring|uringw|uringwf|mmap (see the top of bench_raw.c)\n");
 		return 0;
 	}
 	for (i = 1; i < argc && argv[i][0] == '-'; i += 2) {
@@ -789,7 +873,7 @@ int main(int argc, char **argv)
 	}
 	if (secs <= 0 || i >= argc)
 		die("usage: bench_raw [--secs S] [--file F] [--size N] [--budget N] "
-		    "mkfile|uffd|uffd2|wp|wpasync|pager|uring|uringw|uringwf|mmap...");
+		    "mkfile|uffd|uffd2|wp|wpasync|pager|sigbus|uring|uringw|uringwf|mmap...");
 	for (; i < argc; i++) {
 		size_t t;
 		for (t = 0; t < sizeof(tests) / sizeof(tests[0]); t++)

@@ -50,7 +50,7 @@ bytes=$(echo "$budget" | awk '{ n = $0 + 0; u = substr($0, length($0));
 "$raw" --file "$data" --size $((bytes * 4)) mkfile
 
 tag() { awk -v r="$1" '{ sub(/^\{/, "{\"rep\":" r ","); print }'; }
-part_raw() { "$raw" --secs "$secs" --file "$data" uffd uffd2 wp wpasync pager uring | tag "$1" >>"$jsonl"; }
+part_raw() { "$raw" --secs "$secs" --file "$data" uffd uffd2 wp wpasync pager sigbus uring | tag "$1" >>"$jsonl"; }
 beside() { "$raw" --secs "$secs" --file "$data" --budget "$budget" "$1" | tag "$2" >>"$jsonl"; }
 part_mmap() { "$raw" --secs "$secs" --file "$data" --budget "$budget" mmap | tag "$1" >>"$jsonl"; }
 # One process per tide figure: a hang or crash costs that figure only.
@@ -185,6 +185,8 @@ END {
 	row("same, one service thread", "tide.permread.cache.4k.t2.pin0", "faults_per_s", "uffd2.percpu.4k", "per_s", 0.7)
 	row("two app threads sharing a region, default placement, full pool", "tide.randread.cache.4k.t2", "faults_per_s", "uffd2.percpu.4k", "per_s", 0.7)
 	row("same, wake polling off", "tide.randread.cache.4k.t2.nopoll", "faults_per_s", "uffd2.percpu.4k", "per_s", 0.7)
+	row("raw: the fault served on the faulting thread by its SIGBUS handler (UFFD_FEATURE_SIGBUS: no message, no second thread), 4 KiB (vs the same-vCPU round trip)", "uffd.sigbus.4k", "per_s", "uffd.same.4k", "per_s", "")
+	row("same, the minimal pager in the SIGBUS handler (vs the minimal pager thread, same vCPU)", "pager.sigbus.4k", "per_s", "pager.same.4k", "per_s", "")
 	row("raw pager filling by UFFDIO_MOVE of a staging page (vs by UFFDIO_COPY), 4 KiB", "pager.move_same.4k", "per_s", "pager.same.4k", "per_s", "")
 	row("same, 64 KiB", "pager.move_same.64k", "per_s", "pager.same.64k", "per_s", "")
 	row("raw dirty tracking by WP_ASYNC + PAGEMAP_SCAN (vs sync WP fault + UFFDIO_WRITEPROTECT), written pages/s, 4 KiB", "wpasync.async.4k", "pages_per_s", "wpasync.sync.4k", "pages_per_s", "")

@@ -12,10 +12,10 @@
  *   pager  a minimal pager at its budget: pread from the page cache of --file,
  *          UFFDIO_COPY, MADV_DONTNEED of the oldest page, per fault; and the
  *          same filling by UFFDIO_MOVE of a staging page (pager.move_same)
- *   uring  io_uring O_DIRECT with fixed buffers on --file
  *   sigbus the fault served on the faulting thread (UFFD_FEATURE_SIGBUS): its
  *          SIGBUS handler copies a static page (uffd.sigbus) or is the
  *          minimal pager (pager.sigbus), pinned to vCPU 0, no second thread
+ *   uring  io_uring O_DIRECT with fixed buffers on --file (raw_uring.c)
  *   uringw the sequential write of `uring` alone, named ...qd32.beside: run.sh
  *          runs it just before and just after each tide eviction figure, so
  *          that figure meets the disk as it was at the time
@@ -23,32 +23,28 @@
  *          --budget and --secs), named ...qd32.fresh.beside: the first
  *          writes that tide's eviction figure makes too
  *   mmap   kernel mmap of --file under a cgroup v1 memory limit of --budget
+ *          (raw_mmap.c)
  *   mkfile write --file with --size bytes of data and fsync it
  *
  * Usage: bench_raw [--secs S] [--file F] [--size N] [--budget N] TEST...
  */
 #include <fcntl.h>
-#include <liburing.h>
-#include <poll.h>
 #include <signal.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "bench_raw.h"
 
 double secs = 1.0;                /* per measurement */
-static const char *file;
-static uint64_t file_size;
-static uint64_t budget = 256 * MiB;
+const char *file;
+uint64_t file_size;
+uint64_t budget = 256 * MiB;
 static int ncpu;
 
-static int open_file(int flags);
 
 /* ---- userfaultfd round trip ---- */
 
@@ -486,9 +482,9 @@ static void test_uffd2(void)
 	uffd_two("percpu", false, -1, 1);
 }
 
-/* ---- io_uring O_DIRECT with fixed buffers ---- */
+/* ---- the shared data file ---- */
 
-static int open_file(int flags)
+int open_file(int flags)
 {
 	if (!file)
 		die("this test needs --file");
@@ -501,321 +497,6 @@ static int open_file(int flags)
 	return fd;
 }
 
-
-static void uring_issue(struct io_uring *ring, int fd, const struct iovec *iov, unsigned slot,
-			uint64_t *t_start, uint64_t blk, bool write)
-{
-	struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
-	size_t bs = iov[slot].iov_len;
-
-	if (write)
-		io_uring_prep_write_fixed(sqe, fd, iov[slot].iov_base, bs, blk * bs, (int)slot);
-	else
-		io_uring_prep_read_fixed(sqe, fd, iov[slot].iov_base, bs, blk * bs, (int)slot);
-	sqe->user_data = slot;
-	t_start[slot] = now_ns();
-}
-
-static void uring_run(const char *name, int fd, size_t bs, unsigned qd, bool random, bool write)
-{
-	struct io_uring ring;
-	struct iovec *iov = calloc(qd, sizeof(*iov));
-	uint64_t *t_start = calloc(qd, sizeof(*t_start));
-	uint64_t nblocks = file_size / bs, next = 0, rng = 0x1234567 + qd, done = 0;
-	char *mem = aligned_alloc(4096, (size_t)qd * bs);
-	struct lat lat;
-	struct out o;
-	unsigned inflight = 0;
-
-	if (!iov || !t_start || !mem || nblocks == 0)
-		die("uring setup for %s", name);
-	memset(mem, 0xa5, (size_t)qd * bs);
-	int ret = io_uring_queue_init(qd, &ring, 0);
-	if (ret < 0)
-		die("io_uring_queue_init: %s", strerror(-ret));
-	for (unsigned i = 0; i < qd; i++)
-		iov[i] = (struct iovec){ mem + (size_t)i * bs, bs };
-	if ((ret = io_uring_register_buffers(&ring, iov, qd)) < 0)
-		die("io_uring_register_buffers: %s", strerror(-ret));
-	lat_init(&lat, 1 << 20);
-
-	uint64_t start = now_ns(), deadline = start + (uint64_t)(secs * 1e9);
-	for (unsigned slot = 0; slot < qd; slot++)
-		uring_issue(&ring, fd, iov, slot, t_start, random ? rng_next(&rng) % nblocks
-			    : next++ % nblocks, write);
-	inflight = qd;
-	while (inflight) {
-		struct io_uring_cqe *cqe;
-		unsigned head, n = 0;
-
-		io_uring_submit_and_wait(&ring, 1);
-		uint64_t t = now_ns();
-		io_uring_for_each_cqe(&ring, head, cqe) {
-			unsigned slot = (unsigned)cqe->user_data;
-
-			if (cqe->res != (int)bs)
-				die("%s: I/O result %d", name, cqe->res);
-			lat_add(&lat, t - t_start[slot]);
-			done++;
-			n++;
-			/* Reissue into the slot that just completed until the deadline. */
-			if (t < deadline)
-				uring_issue(&ring, fd, iov, slot, t_start, random ? rng_next(&rng) %
-					    nblocks : next++ % nblocks, write);
-			else
-				inflight--;
-		}
-		io_uring_cq_advance(&ring, n);
-	}
-	double el = (double)(now_ns() - start) / 1e9;
-	out_begin(&o, name);
-	out_u64(&o, "bs", bs);
-	out_u64(&o, "qd", qd);
-	out_u64(&o, "ios", done);
-	out_num(&o, "per_s", (double)done / el);
-	out_num(&o, "mbps", (double)done * (double)bs / el / 1e6);
-	out_lat(&o, &lat);
-	out_end(&o);
-	lat_free(&lat);
-	io_uring_queue_exit(&ring);
-	free(mem);
-	free(iov);
-	free(t_start);
-}
-
-static void test_uring(void)
-{
-	int fd = open_file(O_RDWR | O_DIRECT);
-
-	uring_run("uring.randread.4k.qd1", fd, 4 * KiB, 1, true, false);
-	uring_run("uring.randread.4k.qd8", fd, 4 * KiB, 8, true, false);
-	uring_run("uring.randread.4k.qd32", fd, 4 * KiB, 32, true, false);
-	uring_run("uring.seqread.64k.qd32", fd, 64 * KiB, 32, false, false);
-	uring_run("uring.seqwrite.64k.qd32", fd, 64 * KiB, 32, false, true);
-	fdatasync(fd);
-	close(fd);
-}
-
-static void test_uringw(void)
-{
-	int fd = open_file(O_RDWR | O_DIRECT);
-
-	uring_run("uring.seqwrite.64k.qd32.beside", fd, 64 * KiB, 32, false, true);
-	fdatasync(fd);
-	close(fd);
-}
-
-/*
- * The same write streaming into a new file, allocated and never written,
- * sized as bench_fault's fresh file (the budget plus 4 GB/s for --secs), so
- * it never wraps. That is what tide's eviction figure does: every write is
- * a first write, and the file system converts its unwritten extents as the
- * writes complete. Rewriting the old file spares it that work (here about
- * 18% faster in alternating runs).
- */
-static void test_uringwf(void)
-{
-	char path[4096];
-	uint64_t size = (budget + (uint64_t)(secs * 4e9) + MiB - 1) / MiB * MiB;
-	int fd, ret;
-
-	if (!file)
-		die("this test needs --file");
-	snprintf(path, sizeof(path), "%s.rawfresh.%d", file, (int)getpid());
-	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_DIRECT, 0600);
-	if (fd < 0)
-		die("create %s: %s", path, strerror(errno));
-	unlink(path);
-	if ((ret = posix_fallocate(fd, 0, (off_t)size)) != 0)
-		die("fallocate %s: %s", path, strerror(ret));
-	file_size = size;
-	uring_run("uring.seqwrite.64k.qd32.fresh.beside", fd, 64 * KiB, 32, false, true);
-	fdatasync(fd);
-	close(fd);
-}
-
-/* ---- kernel mmap under a cgroup v1 memory limit ---- */
-
-#define CGROUP_ROOT "/sys/fs/cgroup/memory"
-static char cgroup_dir[256];
-static volatile pid_t mmap_child_pid;
-
-static int cg_write(const char *what, const char *val)
-{
-	char path[512];
-	int fd, ret = 0;
-
-	snprintf(path, sizeof(path), "%s/%s", cgroup_dir, what);
-	fd = open(path, O_WRONLY);
-	if (fd < 0)
-		return -errno;
-	if (write(fd, val, strlen(val)) < 0)
-		ret = -errno;
-	close(fd);
-	return ret;
-}
-
-static void cgroup_remove(void)
-{
-	if (!cgroup_dir[0])
-		return;
-	/* The charged page cache is reparented once the last task leaves, which
-	 * can take a moment after the child is reaped. */
-	for (int i = 0; i < 100; i++) {
-		if (rmdir(cgroup_dir) == 0 || errno == ENOENT) {
-			cgroup_dir[0] = 0;
-			return;
-		}
-		usleep(20000);
-	}
-	fprintf(stderr, "bench: could not remove %s: %s\n", cgroup_dir, strerror(errno));
-}
-
-static void on_signal(int sig)
-{
-	if (mmap_child_pid > 0) {
-		kill(mmap_child_pid, SIGKILL);
-		waitpid(mmap_child_pid, NULL, 0);
-	}
-	cgroup_remove();
-	signal(sig, SIG_DFL);
-	raise(sig);
-}
-
-/* Touch `bytes` from the start of the mapping, untimed, so that random
- * patterns run with the cache already full and every miss has to evict. */
-static void prime(char *m, uint64_t bytes, bool write)
-{
-	for (uint64_t off = 0; off < bytes && off < file_size; off += 4 * KiB) {
-		if (write)
-			m[off] = 1;
-		else
-			(void)*(volatile char *)(m + off);
-	}
-}
-
-static void mmap_child(const char *pattern)
-{
-	char pid[32], name[64];
-	bool seq = !strcmp(pattern, "seqread"), wr = !strcmp(pattern, "randwrite");
-	uint64_t rng = 0x9e3779b9, touches = 0, sink = 0, npages, start, el, sync_ns = 0;
-	struct rusage r0, r1;
-	struct out o;
-	int ret;
-
-	snprintf(pid, sizeof(pid), "%d", getpid());
-	if ((ret = cg_write("cgroup.procs", pid)) < 0)
-		die("join %s: %s", cgroup_dir, strerror(-ret));
-	int fd = open_file(O_RDWR);
-	npages = file_size / (4 * KiB);
-	/* Start cold: what the page cache holds of the file must be read again. */
-	fdatasync(fd);
-	posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
-	char *m = mmap(NULL, file_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	if (m == MAP_FAILED)
-		die("mmap: %s", strerror(errno));
-	if (!seq) {
-		prime(m, budget, wr);
-		madvise(m, file_size, MADV_RANDOM);
-	}
-	getrusage(RUSAGE_SELF, &r0);
-	start = now_ns();
-	uint64_t deadline = start + (uint64_t)(secs * 1e9);
-	if (seq) {
-		/* Passes until the deadline, as bench_fault's seqread does. */
-		for (bool again = true; again;)
-			for (uint64_t off = 0; off < file_size; off += 4 * KiB, touches++) {
-				if (!(touches & 255) && now_ns() >= deadline) {
-					again = false;
-					break;
-				}
-				sink += *(volatile char *)(m + off);
-			}
-	} else {
-		while (now_ns() < deadline) {
-			for (int i = 0; i < 64; i++, touches++) {
-				uint64_t off = (rng_next(&rng) % npages) * 4 * KiB;
-				if (wr)
-					*(volatile uint64_t *)(m + off) = touches;
-				else
-					sink += *(volatile char *)(m + off);
-			}
-		}
-	}
-	el = now_ns() - start;
-	getrusage(RUSAGE_SELF, &r1);
-	if (wr) {
-		uint64_t t = now_ns();
-		msync(m, file_size, MS_SYNC);
-		sync_ns = now_ns() - t;
-	}
-	uint64_t faults = (uint64_t)(r1.ru_majflt - r0.ru_majflt + r1.ru_minflt - r0.ru_minflt);
-	snprintf(name, sizeof(name), "mmap.%s.4k", pattern);
-	out_begin(&o, name);
-	out_u64(&o, "budget", budget);
-	out_u64(&o, "file", file_size);
-	out_u64(&o, "touches", touches);
-	out_u64(&o, "faults", faults);
-	out_u64(&o, "majflt", (uint64_t)(r1.ru_majflt - r0.ru_majflt));
-	out_num(&o, "secs", (double)el / 1e9);
-	out_num(&o, "per_s", (double)touches * 1e9 / (double)el);
-	out_num(&o, "faults_per_s", (double)faults * 1e9 / (double)el);
-	out_num(&o, "mbps", (double)touches * 4096.0 / ((double)el / 1e9) / 1e6);
-	out_num(&o, "sync_s", (double)sync_ns / 1e9);
-	out_str(&o, "advice", seq ? "normal" : "random");
-	out_end(&o);
-	(void)sink;
-	munmap(m, file_size);
-	close(fd);
-}
-
-static void mmap_one(const char *pattern)
-{
-	char val[32];
-	int ret, status;
-
-	snprintf(cgroup_dir, sizeof(cgroup_dir), "%s/tide-bench-%d", CGROUP_ROOT, getpid());
-	if (mkdir(cgroup_dir, 0755) < 0) {
-		printf("{\"name\":\"mmap.%s.4k\",\"skip\":\"cannot create %s: %s (cgroup v1 "
-		       "memory controller not writable)\"}\n", pattern, cgroup_dir, strerror(errno));
-		cgroup_dir[0] = 0;
-		return;
-	}
-	snprintf(val, sizeof(val), "%llu", (unsigned long long)budget);
-	if ((ret = cg_write("memory.limit_in_bytes", val)) < 0) {
-		printf("{\"name\":\"mmap.%s.4k\",\"skip\":\"cannot write memory.limit_in_bytes: %s\"}\n",
-		       pattern, strerror(-ret));
-		cgroup_remove();
-		return;
-	}
-	fflush(stdout);
-	pid_t pid = fork();
-	if (pid < 0)
-		die("fork: %s", strerror(errno));
-	if (pid == 0) {
-		mmap_child(pattern);
-		_exit(0);
-	}
-	mmap_child_pid = pid;
-	waitpid(pid, &status, 0);
-	mmap_child_pid = 0;
-	if (!WIFEXITED(status) || WEXITSTATUS(status))
-		fprintf(stderr, "bench: mmap %s child failed (status 0x%x)\n", pattern, status);
-	cgroup_remove();
-}
-
-static void test_mmap(void)
-{
-	signal(SIGINT, on_signal);
-	signal(SIGTERM, on_signal);
-	mmap_one("seqread");
-	mmap_one("randread");
-	mmap_one("randwrite");
-	signal(SIGINT, SIG_DFL);
-	signal(SIGTERM, SIG_DFL);
-}
-
-/* ---- the shared data file ---- */
 
 static void test_mkfile(void)
 {

@@ -1,7 +1,8 @@
 /*
- * bench_raw's shared parts: the settings of a run and the minimal uffd
- * handler that the round-trip tests (bench_raw.c) and the dirty-tracking
- * test (raw_wpasync.c) both use.
+ * bench_raw's shared parts: the settings of a run, the data file, and the
+ * minimal uffd handler that the round-trip tests (bench_raw.c) and the
+ * dirty-tracking test (raw_wpasync.c) both use; the tests in the other
+ * raw_*.c files.
  */
 #ifndef TIDE_BENCH_RAW_H
 #define TIDE_BENCH_RAW_H
@@ -13,6 +14,12 @@
 #include "uffd.h"
 
 extern double secs;              /* per measurement */
+extern const char *file;         /* --file: the data file */
+extern uint64_t file_size;       /* its size (open_file), or --size for mkfile */
+extern uint64_t budget;          /* --budget */
+
+/* --file opened with `flags`; file_size becomes its size. Dies without it. */
+int open_file(int flags);
 
 /* The handler serves every fault of its uffd until it has served the one on
  * its stop page: a blocking read() cannot be interrupted otherwise, and a
@@ -38,6 +45,10 @@ struct handler {
 void handler_start(struct handler *h, int cpu, bool poll, size_t page);
 void handler_stop(struct handler *h);
 
-void test_wpasync(void);
+void test_wpasync(void);  /* raw_wpasync.c */
+void test_uring(void);    /* raw_uring.c */
+void test_uringw(void);
+void test_uringwf(void);
+void test_mmap(void);     /* raw_mmap.c */
 
 #endif /* TIDE_BENCH_RAW_H */

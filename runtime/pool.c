@@ -116,15 +116,19 @@ bool tide__pool_has_room(struct tide_pool *p, size_t len)
 	return p->resident + len <= p->opt.budget;
 }
 
+/* Resident bytes that are not on their way out: what the watermarks judge. */
+static inline uint64_t staying(const struct tide_pool *p)
+{
+	return p->resident - p->leaving;
+}
+
 /* With a deep write-back queue the pool sits near its budget: read-ahead
  * that waited for residency to fall below the high watermark would leave a
  * sequential app to fault, wait and be woken page by page. Every fill is
  * still capped by the budget (tide__pool_has_room). */
 uint64_t tide__pool_ahead_room(const struct tide_pool *p)
 {
-	uint64_t staying = p->resident - p->leaving;
-
-	return staying < p->high_bytes ? p->high_bytes - staying : 0;
+	return staying(p) < p->high_bytes ? p->high_bytes - staying(p) : 0;
 }
 
 #define DROP_BATCH 256
@@ -229,12 +233,12 @@ void tide__pool_reclaim_for(struct tide_pool *p, uint64_t want)
 	uint64_t retry = UINT64_MAX;  /* the earliest back-off end of a page passed over */
 	unsigned n = 0;
 
-	if (p->resident - p->leaving + need <= p->high_bytes)
+	if (staying(p) + need <= p->high_bytes)
 		return;
 	now = tide__now_ns();
 	limit = 2 * (p->resident / TIDE_MIN_PAGE) + 2;
 	while (p->hand != TIDE_NO_FRAME &&
-	       p->resident - p->leaving - dropping + need > p->low_bytes &&
+	       staying(p) - dropping + need > p->low_bytes &&
 	       scanned++ < limit) {
 		uint32_t f = p->hand;
 		struct frame *fr = &p->frames[f];

@@ -62,7 +62,7 @@ struct tide_options {
 	unsigned wake_poll_us;      /* TIDE_WAKE_POLL_US: keep idle CPUs polling this long after a fault */
 	size_t write_max;           /* TIDE_WRITE_MAX: longest write-back I/O, bytes */
 	unsigned service_threads;   /* TIDE_SERVICE_THREADS: shards, each with a service thread; 0 = 1 */
-	uint32_t reserved32;        /* zero */
+	int signal_faults;          /* TIDE_SIGNAL_FAULTS: serve faults on the faulting thread (SIGBUS) */
 	uint64_t reserved[6];       /* zero; room to grow without breaking the ABI */
 };
 
@@ -169,7 +169,7 @@ tide_pool *tide_pool_of(const void *addr);
 ssize_t tide_page_size_of(const void *addr);
 
 struct tide_stats {
-	uint64_t faults;            /* fault events read from userfaultfd */
+	uint64_t faults;            /* faults served: events read from userfaultfd, or SIGBUS */
 	uint64_t faults_read;       /* missing page, read access */
 	uint64_t faults_write;      /* missing page, write access */
 	uint64_t faults_wp;         /* write to a clean (protected) page */
@@ -201,7 +201,8 @@ struct tide_stats {
 	uint64_t store_reads;       /* read operations sent to stores: a run of adjacent pages is one */
 	uint64_t store_writes;      /* write operations sent to stores: a run of adjacent pages is one */
 	uint64_t fills_zero;        /* of fills, pages of store holes installed as zeros, not read */
-	uint64_t reserved[4];
+	uint64_t faults_signal;     /* of faults, served on the faulting thread (TIDE_SIGNAL_FAULTS) */
+	uint64_t reserved[3];
 };
 
 int tide_pool_stats(tide_pool *pool, struct tide_stats *stats);

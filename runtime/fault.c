@@ -250,6 +250,15 @@ int tide__waiters_run(struct tide_pool *p)
 	return served;
 }
 
+/* A fault on the page waits for room (signal.c asks before it waits). */
+bool tide__fault_waiting(const struct tide_pool *p, const struct region *r, uint64_t page)
+{
+	for (const struct pending_fault *pf = p->waiting; pf; pf = pf->next)
+		if (pf->region == r && pf->page == page)
+			return true;
+	return false;
+}
+
 /* Faults of a region being torn down: their threads retry and find the
  * range gone. */
 void tide__waiters_forget(struct tide_pool *p, struct region *r)

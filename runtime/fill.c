@@ -262,6 +262,23 @@ static int fill_zero(struct tide_pool *p, struct region *r, uint64_t page, uint3
 	return (int)n;
 }
 
+/* A handler's demand read of a file store (signal.c): read on this thread,
+ * the lock dropped meanwhile, so a read that goes to the disk holds up
+ * nobody else. The frames are FILLING and the region busy, so nothing they
+ * point at goes away; faults on them wait. */
+static void fill_now(struct tide_pool *p, struct fill *fl)
+{
+	struct region *r = fl->region;
+	ssize_t res;
+
+	fl->io.pool = p;
+	tide__state_unlock(p, false);
+	res = tide__file_store_pread(r->store, fl->buf, (size_t)fl->n * r->page_size,
+				     tide__store_off(r, fl->page));
+	tide__state_lock(p);
+	fill_done(&fl->io, res);
+}
+
 /* Pages read from the store into one bounce span, installed when it completes. */
 static int fill_read(struct tide_pool *p, struct region *r, uint64_t page, uint32_t n,
 		     bool write, enum fill_kind prefetch, uint64_t t_fault)
@@ -288,7 +305,10 @@ static int fill_read(struct tide_pool *p, struct region *r, uint64_t page, uint3
 	fl->io.start = fill_issue;
 	fl->io.buf_index = p->bounce.registered ? 0 : -1;
 	p->st.c.store_reads++;
-	tide__io_submit(p, &fl->io);
+	if (prefetch == FILL_DEMAND && r->ops == &tide__file_store_ops && tide__signal_serving(p))
+		fill_now(p, fl);
+	else
+		tide__io_submit(p, &fl->io);
 	return (int)n;
 }
 

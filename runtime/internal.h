@@ -127,6 +127,10 @@ int tide__ring_init(struct tide_pool *p);
 void tide__ring_fini(struct tide_pool *p);
 void tide__ring_set_service(struct tide_pool *p);
 bool tide__on_service_thread(const struct tide_pool *p);
+/* A fault handler acts for p's service thread (under p->state): returns
+ * whom the thread acted for before, to give back to tide__ring_restore. */
+struct tide_pool *tide__ring_service(struct tide_pool *p);
+void tide__ring_restore(struct tide_pool *prev);
 struct io_uring_sqe *tide__ring_sqe(struct tide_pool *p);
 int tide__ring_submit(struct tide_pool *p);
 int tide__ring_reap(struct tide_pool *p);        /* completions handled */
@@ -136,6 +140,8 @@ int tide__io_remote_run(struct tide_pool *p);       /* completions from other th
 
 /* ---- store_file.c: the file store, written on struct tide_store_ops ---- */
 extern const struct tide_store_ops tide__file_store_ops;
+/* A read now, on the calling thread: bytes read or -errno. */
+ssize_t tide__file_store_pread(void *store, void *buf, size_t len, uint64_t off);
 int tide__file_store_open(struct tide_pool *p, int fd, int prot, void **store);
 
 /* ---- pool.c: frames, budget, CLOCK ---- */
@@ -223,6 +229,7 @@ size_t tide__regions_of(const struct tide_pool *p); /* mapped, its shards' inclu
 
 /* ---- fault.c / fill.c ---- */
 void tide__fault(struct tide_pool *p, const struct uffd_msg *m, uint64_t now);
+bool tide__fault_waiting(const struct tide_pool *p, const struct region *r, uint64_t page);
 enum fill_kind { FILL_DEMAND = 0, FILL_READAHEAD = 1, FILL_PREFETCH = 2 };
 int tide__fill_init(struct tide_pool *p);        /* the zero source for store holes */
 void tide__fill_fini(struct tide_pool *p);
@@ -291,6 +298,18 @@ int tide__shards_destroy(struct tide_pool *p);
 int tide__shards_stats(struct tide_pool *p, struct tide_stats *stats);
 struct tide_pool *tide__shard_pick(struct tide_pool *p);  /* for a new region */
 
+/* ---- signal.c: faults served on the faulting thread (TIDE_SIGNAL_FAULTS) ---- */
+int tide__signal_install(void);
+void tide__state_init(struct tide_pool *p);
+/* The state lock: the service thread holds it for each pass, a handler
+ * while it serves a fault. `changed`: wake the faults that wait. */
+void tide__state_lock(struct tide_pool *p);
+void tide__state_unlock(struct tide_pool *p, bool changed);
+/* This thread serves its own fault of p: a demand read may run here. */
+bool tide__signal_serving(const struct tide_pool *p);
+/* The pool whose region holds addr, or NULL; any thread. */
+struct tide_pool *tide__pool_serving(const void *addr);
+
 /* ---- watchdog.c: debug report of a stuck service loop ---- */
 int tide__watchdog_start(struct tide_pool *p);
 void tide__watchdog_stop(struct tide_pool *p);
@@ -350,6 +369,13 @@ struct tide_pool {
 	pthread_mutex_t lock;
 	struct request *requests;
 	struct tide_io *remote_done;
+
+	/* TIDE_SIGNAL_FAULTS (signal.c): what the service thread owns is
+	 * owned by the holder of `state`; faults that wait sleep on serve_seq */
+	pthread_mutex_t state;
+	uint32_t serve_seq;
+	uint32_t serve_waiters;
+	uint64_t wake_due;        /* ns: a pass wanted then, asked off the loop's thread */
 
 	/* owned by the service thread */
 	pid_t owner;              /* the process that created the pool */

@@ -72,6 +72,13 @@ static int pass(struct tide_pool *p)
 {
 	int work = 0, n;
 
+	tide__state_lock(p);
+	if (p->wake_due) {
+		uint64_t due = p->wake_due;
+
+		p->wake_due = 0;
+		tide__loop_wake_at(p, due);
+	}
 	do {
 		p->doing = "reading faults and filling or evicting";
 		n = drain_uffd(p);
@@ -90,6 +97,7 @@ static int pass(struct tide_pool *p)
 		tide__ring_submit(p);
 		work += n;
 	} while (n);
+	tide__state_unlock(p, true);
 	p->doing = "waiting in the event loop";
 	if (work) {
 		struct tide_pool *kp = p->parent ? p->parent : p;
@@ -103,7 +111,9 @@ static int pass(struct tide_pool *p)
 
 static void spin_start(struct tide_pool *p)
 {
-	if (p->opt.spin_us && !p->stopping && !uv_is_active((uv_handle_t *)&p->spin))
+	/* Faults served on their own threads need nobody polling. */
+	if (p->opt.spin_us && !p->opt.signal_faults && !p->stopping &&
+	    !uv_is_active((uv_handle_t *)&p->spin))
 		uv_idle_start(&p->spin, (uv_idle_cb)NULL);
 }
 
@@ -157,7 +167,9 @@ static void on_timer(uv_timer_t *h)
 {
 	struct tide_pool *p = h->data;
 
+	tide__state_lock(p);
 	tide__writeback_timer(p);
+	tide__state_unlock(p, true);
 	pass(p);
 }
 
@@ -168,10 +180,19 @@ static void on_retry(uv_timer_t *h)
 
 void tide__loop_wake_at(struct tide_pool *p, uint64_t when_ns)
 {
+	uv_thread_t self = uv_thread_self();
 	uint64_t now = tide__now_ns(), ms;
 
 	if (p->stopping)
 		return;
+	/* A fault handler acting for the service thread (signal.c) leaves the
+	 * time for the loop's own thread to set: libuv is not thread-safe. */
+	if (!uv_thread_equal(&self, &p->thread)) {
+		if (!p->wake_due || when_ns < p->wake_due)
+			p->wake_due = when_ns;
+		uv_async_send(&p->wakeup);
+		return;
+	}
 	/* libuv counts whole milliseconds from its cached loop time: round up
 	 * and add one, so the pass never comes before `when_ns`. */
 	uv_update_time(&p->loop);
@@ -322,6 +343,15 @@ static int open_uffd(struct tide_pool *p)
 	if (!(have & want))
 		return tide__fail(-ENOSYS, "this kernel's userfaultfd cannot write-protect "
 				  "anonymous memory (needs Linux 5.7+)");
+	if (p->opt.signal_faults && !(have & UFFD_FEATURE_SIGBUS))
+		return tide__fail(-ENOSYS, "this kernel's userfaultfd cannot raise SIGBUS for faults "
+				  "(needs Linux 4.14+): unset TIDE_SIGNAL_FAULTS");
+	if (p->opt.signal_faults) {
+		ret = tide__signal_install();
+		if (ret < 0)
+			return ret;
+		want |= UFFD_FEATURE_SIGBUS;
+	}
 	want |= have & (UFFD_FEATURE_POISON | UFFD_FEATURE_THREAD_ID);
 	p->uffd = tide__uffd_open(O_NONBLOCK, NULL);
 	if (p->uffd < 0)
@@ -400,6 +430,7 @@ int tide__pool_start(struct tide_pool **out, const struct tide_options *opts,
 	p->writeback = choose_writeback(p);
 	p->opt.writeback = p->writeback;
 	pthread_mutex_init(&p->lock, NULL);
+	tide__state_init(p);
 	if (p->opt.verbose && !parent) {
 		tide__options_print(stderr, &p->opt);
 		tide__info("bounce buffers %zu bytes (%s), write-back %s",
@@ -426,7 +457,8 @@ int tide__pool_start(struct tide_pool **out, const struct tide_options *opts,
 	if (!p->start_error && tide__watchdog_start(p) < 0)
 		tide__warn("cannot start the watchdog thread; running without it");
 	/* A shard's faults kick its parent's keepers: one set per pool. */
-	if (!p->start_error && !parent && (ret = tide__keepers_start(p)) < 0)
+	if (!p->start_error && !parent && !p->opt.signal_faults &&
+	    (ret = tide__keepers_start(p)) < 0)
 		tide__warn("cannot start the wake-poll threads (%s); running without them",
 			   strerror(-ret));
 	if (p->start_error) {
@@ -441,6 +473,7 @@ int tide__pool_start(struct tide_pool **out, const struct tide_options *opts,
 fail_thread:
 	uv_sem_destroy(&p->started);
 fail_sem:
+	pthread_mutex_destroy(&p->state);
 	pthread_mutex_destroy(&p->lock);
 	tide__epochs_fini(p);
 fail_epochs:
@@ -476,6 +509,7 @@ int tide_pool_destroy(tide_pool *p)
 	tide__keepers_stop(p);
 	tide__watchdog_stop(p);
 	uv_sem_destroy(&p->started);
+	pthread_mutex_destroy(&p->state);
 	pthread_mutex_destroy(&p->lock);
 	tide__epochs_fini(p);
 	tide__ring_fini(p);

@@ -41,6 +41,7 @@
 #define FIELD_VERBOSE verbose
 #define FIELD_WAKE_POLL_US wake_poll_us
 #define FIELD_SERVICE_THREADS service_threads
+#define FIELD_SIGNAL_FAULTS signal_faults
 
 /* The ABI: fields come out of reserved[], the struct keeps its size. */
 _Static_assert(sizeof(void *) != 8 || sizeof(struct tide_options) == 136,
@@ -60,6 +61,7 @@ const struct tide__option tide__options[] = {
 	OPT(WAKE_POLL_US, OPT_UINT, "50", "microseconds idle CPUs keep polling (SCHED_IDLE threads) after the service thread served a fault, so wake-ups skip a halted vCPU; 0 turns it off (do, when app threads are pinned next to their service thread)"),
 	OPT(SERVICE_CPU, OPT_INT, "-1", "CPU to pin the service thread to; -1 leaves it to the scheduler (must stay -1 with TIDE_SERVICE_THREADS > 1)"),
 	OPT_RANGE(SERVICE_THREADS, "1", 1, TIDE_MAX_SHARDS, "service threads, 1-64; N > 1 splits the pool into N shards, each with its own service thread pinned to one CPU, userfaultfd, io_uring ring, bounce buffers and 1/N of the budget; a region is served by the shard on the CPU that maps it (else round robin); see docs/design.md, Shards"),
+	OPT(SIGNAL_FAULTS, OPT_BOOL, "0", "serve each fault on the thread that took it, in a SIGBUS handler (UFFD_FEATURE_SIGBUS), not on the service thread: no context switch per fault, but a system call that touches a page not in memory fails with EFAULT instead of waiting; see docs/design.md, Faults on the faulting thread"),
 	OPT(ODIRECT, OPT_BOOL, "1", "open file stores with O_DIRECT where the filesystem allows"),
 	OPT(READ_AHEAD, OPT_UINT, "256", "pages filled ahead of a sequential run of faults, at most 4 MiB, in reads of up to 512 KiB; 0 turns it off"),
 	OPT(WATCHDOG, OPT_UINT, "0", "debug: report a service loop stuck for this many seconds with faults pending"),

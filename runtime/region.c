@@ -98,6 +98,13 @@ static void registry_remove(struct region *r)
 	pthread_rwlock_unlock(&registry_lock);
 }
 
+struct tide_pool *tide__pool_serving(const void *addr)
+{
+	struct registry_entry e;
+
+	return registry_lookup(addr, &e) < 0 ? NULL : e.pool;
+}
+
 size_t tide__regions_of(const struct tide_pool *p)
 {
 	size_t n = 0;

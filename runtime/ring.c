@@ -24,6 +24,19 @@ bool tide__on_service_thread(const struct tide_pool *p)
 	return service_pool == p;
 }
 
+struct tide_pool *tide__ring_service(struct tide_pool *p)
+{
+	struct tide_pool *prev = service_pool;
+
+	service_pool = p;
+	return prev;
+}
+
+void tide__ring_restore(struct tide_pool *prev)
+{
+	service_pool = prev;
+}
+
 int tide__ring_init(struct tide_pool *p)
 {
 	unsigned entries = 8;

@@ -98,6 +98,7 @@ void tide__stats_sum(struct tide_stats *sum, struct tide__stats *all,
 	ADD(store_reads);
 	ADD(store_writes);
 	ADD(fills_zero);
+	ADD(faults_signal);
 #undef ADD
 	sum->writeback = s->writeback;     /* every shard resolves it alike */
 	sum->odirect |= s->odirect;

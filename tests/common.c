@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -156,5 +157,78 @@ int test_dir_entries(const char *path)
 	while (readdir(d))
 		n++;
 	closedir(d);
+	return n;
+}
+
+/* ---- the threads of the process, from /proc ---- */
+
+static bool thread_name(const char *tid, char *name, size_t len)
+{
+	char path[300];
+	FILE *f;
+	bool ok;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%s/comm", tid);
+	if (!(f = fopen(path, "r")))
+		return false;
+	ok = fgets(name, (int)len, f) != NULL;
+	fclose(f);
+	if (ok)
+		name[strcspn(name, "\n")] = '\0';
+	return ok;
+}
+
+static unsigned long thread_switches(pid_t tid)
+{
+	char path[300], line[256];
+	unsigned long v, sum = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/status", (int)tid);
+	f = fopen(path, "r");
+	cr_assert_not_null(f, "%s: %s", path, strerror(errno));
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "voluntary_ctxt_switches: %lu", &v) == 1 ||
+		    sscanf(line, "nonvoluntary_ctxt_switches: %lu", &v) == 1)
+			sum += v;
+	fclose(f);
+	return sum;
+}
+
+/* The threads named with `prefix`; fills s[] (sorted by name) if not NULL. */
+int test_threads_named(const char *prefix, struct test_thread *s, int max)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+	int n = 0;
+
+	cr_assert_not_null(d);
+	while ((e = readdir(d))) {
+		char name[16];
+		cpu_set_t set;
+
+		if (e->d_name[0] == '.' || !thread_name(e->d_name, name, sizeof(name)) ||
+		    strncmp(name, prefix, strlen(prefix)))
+			continue;
+		if (s && n < max) {
+			s[n].tid = atoi(e->d_name);
+			snprintf(s[n].name, sizeof(s[n].name), "%s", name);
+			cr_assert_eq(sched_getaffinity(s[n].tid, sizeof(set), &set), 0);
+			s[n].cpu = -1;
+			for (int c = 0; CPU_COUNT(&set) == 1 && c < CPU_SETSIZE; c++)
+				if (CPU_ISSET(c, &set))
+					s[n].cpu = c;
+			s[n].switches = thread_switches(s[n].tid);
+		}
+		n++;
+	}
+	closedir(d);
+	for (int i = 1; s && i < n && i < max; i++)
+		for (int j = i; j > 0 && strcmp(s[j - 1].name, s[j].name) > 0; j--) {
+			struct test_thread t = s[j];
+
+			s[j] = s[j - 1];
+			s[j - 1] = t;
+		}
 	return n;
 }

@@ -56,4 +56,16 @@ int test_dir_entries(const char *path);
 /* pread the whole range or abort the test. */
 void test_pread(int fd, void *buf, size_t len, off_t off);
 
+/* A thread of this process, from /proc/self/task. */
+struct test_thread {
+	pid_t tid;
+	char name[16];
+	int cpu;                  /* the one CPU it may run on, -1 if several */
+	unsigned long switches;   /* voluntary + involuntary context switches */
+};
+
+/* The threads whose name starts with `prefix`; fills s[] (at most max,
+ * sorted by name) if not NULL. */
+int test_threads_named(const char *prefix, struct test_thread *s, int max);
+
 #endif

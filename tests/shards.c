@@ -22,86 +22,6 @@
 #define REGION        (4 * SHARD_BUDGET)   /* 4x what its shard may hold */
 #define MAX_SERVICES  8
 
-/* ---- the threads of the process, from /proc ---- */
-
-struct service {
-	pid_t tid;
-	char name[16];
-	int cpu;                  /* the one CPU it may run on, -1 if several */
-	unsigned long switches;   /* voluntary + involuntary context switches */
-};
-
-static bool thread_name(const char *tid, char *name, size_t len)
-{
-	char path[300];
-	FILE *f;
-	bool ok;
-
-	snprintf(path, sizeof(path), "/proc/self/task/%s/comm", tid);
-	if (!(f = fopen(path, "r")))
-		return false;
-	ok = fgets(name, (int)len, f) != NULL;
-	fclose(f);
-	if (ok)
-		name[strcspn(name, "\n")] = '\0';
-	return ok;
-}
-
-static unsigned long thread_switches(pid_t tid)
-{
-	char path[300], line[256];
-	unsigned long v, sum = 0;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/proc/self/task/%d/status", (int)tid);
-	f = fopen(path, "r");
-	cr_assert_not_null(f, "%s: %s", path, strerror(errno));
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "voluntary_ctxt_switches: %lu", &v) == 1 ||
-		    sscanf(line, "nonvoluntary_ctxt_switches: %lu", &v) == 1)
-			sum += v;
-	fclose(f);
-	return sum;
-}
-
-/* The threads named with `prefix`; fills s[] (sorted by name) if not NULL. */
-static int threads_named(const char *prefix, struct service *s, int max)
-{
-	DIR *d = opendir("/proc/self/task");
-	struct dirent *e;
-	int n = 0;
-
-	cr_assert_not_null(d);
-	while ((e = readdir(d))) {
-		char name[16];
-		cpu_set_t set;
-
-		if (e->d_name[0] == '.' || !thread_name(e->d_name, name, sizeof(name)) ||
-		    strncmp(name, prefix, strlen(prefix)))
-			continue;
-		if (s && n < max) {
-			s[n].tid = atoi(e->d_name);
-			snprintf(s[n].name, sizeof(s[n].name), "%s", name);
-			cr_assert_eq(sched_getaffinity(s[n].tid, sizeof(set), &set), 0);
-			s[n].cpu = -1;
-			for (int c = 0; CPU_COUNT(&set) == 1 && c < CPU_SETSIZE; c++)
-				if (CPU_ISSET(c, &set))
-					s[n].cpu = c;
-			s[n].switches = thread_switches(s[n].tid);
-		}
-		n++;
-	}
-	closedir(d);
-	for (int i = 1; s && i < n && i < max; i++)
-		for (int j = i; j > 0 && strcmp(s[j - 1].name, s[j].name) > 0; j--) {
-			struct service t = s[j];
-
-			s[j] = s[j - 1];
-			s[j - 1] = t;
-		}
-	return n;
-}
-
 #define MAX_FD 4096
 
 /* Which of the first MAX_FD descriptors are open. */
@@ -187,13 +107,18 @@ static void *on_cpu(int cpu, void *(*fn)(void *), void *arg)
 
 /* Quiet shards: no timer, no spinning, no keepers, so a service thread
  * runs only for faults and requests of its own regions. */
-static tide_pool *pool_of(unsigned shards, size_t budget)
+/* `faults_on_service`: force faults onto the service threads, for the
+ * tests that watch them (TIDE_SIGNAL_FAULTS in the environment would serve
+ * them on the faulting threads). */
+static tide_pool *pool_with(unsigned shards, size_t budget, bool faults_on_service)
 {
 	struct tide_options o;
 	tide_pool *pool;
 	int ret;
 
 	tide_options_init(&o);
+	if (faults_on_service)
+		o.signal_faults = 0;
 	o.budget = budget;
 	o.page_size = PAGE;
 	o.service_threads = shards;
@@ -206,6 +131,11 @@ static tide_pool *pool_of(unsigned shards, size_t budget)
 	cr_assert_eq(ret, 0, "tide_pool_create(%u shards): %s (%s)", shards, strerror(-ret),
 		     tide_last_error());
 	return pool;
+}
+
+static tide_pool *pool_of(unsigned shards, size_t budget)
+{
+	return pool_with(shards, budget, false);
 }
 
 struct map_args {
@@ -386,7 +316,7 @@ Test(shards, two_threads_on_two_cpus_each_with_its_own_region)
 
 Test(shards, each_region_is_served_by_the_shard_on_the_cpu_that_mapped_it)
 {
-	struct service s[MAX_SERVICES], before[MAX_SERVICES], after[MAX_SERVICES];
+	struct test_thread s[MAX_SERVICES], before[MAX_SERVICES], after[MAX_SERVICES];
 	struct map_args m[2];
 	void *base[2];
 	tide_pool *pool;
@@ -394,11 +324,11 @@ Test(shards, each_region_is_served_by_the_shard_on_the_cpu_that_mapped_it)
 
 	test_require_uffd();
 	two_cpus(cpu);
-	cr_assert_eq(threads_named("tide-service", NULL, 0), 0);
-	pool = pool_of(2, 2 * SHARD_BUDGET);
+	cr_assert_eq(test_threads_named("tide-service", NULL, 0), 0);
+	pool = pool_with(2, 2 * SHARD_BUDGET, true);
 
 	/* Shard i: a service thread named tide-service-i, pinned to the i-th CPU. */
-	cr_assert_eq(threads_named("tide-service", s, MAX_SERVICES), 2);
+	cr_assert_eq(test_threads_named("tide-service", s, MAX_SERVICES), 2);
 	for (int i = 0; i < 2; i++) {
 		char want[16];
 
@@ -423,9 +353,9 @@ Test(shards, each_region_is_served_by_the_shard_on_the_cpu_that_mapped_it)
 	for (int i = 0; i < 2; i++) {
 		int other = 1 - i;
 
-		cr_assert_eq(threads_named("tide-service", before, MAX_SERVICES), 2);
+		cr_assert_eq(test_threads_named("tide-service", before, MAX_SERVICES), 2);
 		cr_assert_not_null(on_cpu(cpu[i], touch_pages, base[i]));
-		cr_assert_eq(threads_named("tide-service", after, MAX_SERVICES), 2);
+		cr_assert_eq(test_threads_named("tide-service", after, MAX_SERVICES), 2);
 		cr_expect_geq(after[i].switches - before[i].switches, 32,
 			      "64 faults on the region mapped from CPU %d woke %s %lu times",
 			      cpu[i], after[i].name, after[i].switches - before[i].switches);
@@ -438,18 +368,18 @@ Test(shards, each_region_is_served_by_the_shard_on_the_cpu_that_mapped_it)
 	for (int i = 0; i < 2; i++)
 		cr_assert_eq(tide_unmap(base[i]), 0, "%s", tide_last_error());
 	cr_assert_eq(tide_pool_destroy(pool), 0, "%s", tide_last_error());
-	cr_expect_eq(threads_named("tide-service", NULL, 0), 0, "service threads left after destroy");
+	cr_expect_eq(test_threads_named("tide-service", NULL, 0), 0, "service threads left after destroy");
 	close(fd);
 }
 
 Test(shards, one_service_thread_keeps_its_name)
 {
-	struct service s[MAX_SERVICES];
+	struct test_thread s[MAX_SERVICES];
 	tide_pool *pool;
 
 	test_require_uffd();
 	pool = pool_of(1, 2 * SHARD_BUDGET);
-	cr_assert_eq(threads_named("tide-service", s, MAX_SERVICES), 1);
+	cr_assert_eq(test_threads_named("tide-service", s, MAX_SERVICES), 1);
 	cr_expect_str_eq(s[0].name, "tide-service");
 	cr_assert_eq(tide_pool_destroy(pool), 0);
 }
@@ -477,7 +407,7 @@ Test(shards, destroy_with_a_live_region_in_one_shard_is_busy_and_changes_nothing
 	ret = tide_pool_destroy(pool);
 	cr_expect_eq(ret, -EBUSY, "tide_pool_destroy with a live region: %d", ret);
 	cr_expect(strstr(tide_last_error(), "mapped regions"), "%s", tide_last_error());
-	cr_expect_eq(threads_named("tide-service", NULL, 0), 2, "a shard was stopped");
+	cr_expect_eq(test_threads_named("tide-service", NULL, 0), 2, "a shard was stopped");
 
 	/* Both shards still serve: the live region, and a new one in shard 0. */
 	for (size_t w = 0; w < REGION / 8; w += PAGE / 8)
@@ -493,7 +423,7 @@ Test(shards, destroy_with_a_live_region_in_one_shard_is_busy_and_changes_nothing
 	cr_expect_eq(tide_pool_destroy(pool), -EBUSY, "shard 0 still has a region");
 	cr_assert_eq(tide_unmap(base[0]), 0, "%s", tide_last_error());
 	cr_assert_eq(tide_pool_destroy(pool), 0, "%s", tide_last_error());
-	cr_expect_eq(threads_named("tide-service", NULL, 0), 0);
+	cr_expect_eq(test_threads_named("tide-service", NULL, 0), 0);
 	close(fd);
 }
 
@@ -549,7 +479,7 @@ Test(shards, bad_input)
 	/* An explicit bounce is split too, and each share needs 4 MiB. */
 	expect_einval(create_with(2, 2 * MiB, -1, 4 * MiB), "bounce 4 MiB over 2 shards", "bounce");
 	cr_expect_eq(create_with(2, 2 * MiB, -1, 8 * MiB), 0, "%s", tide_last_error());
-	cr_expect_eq(threads_named("tide-service", NULL, 0), 0, "a refused pool left a thread");
+	cr_expect_eq(test_threads_named("tide-service", NULL, 0), 0, "a refused pool left a thread");
 }
 
 Test(shards, environment, .init = cr_redirect_stderr)
@@ -640,10 +570,11 @@ Test(shards, wake_poll_keepers_are_one_per_cpu_not_per_shard)
 	o.service_cpu = -1;
 	o.service_threads = 2;
 	o.wake_poll_us = 1000;
+	o.signal_faults = 0;     /* keepers serve faults sent to service threads */
 	cr_assert_eq(tide_pool_create(&pool, &o), 0, "%s", tide_last_error());
-	cr_expect_eq(threads_named("tide-keeper", NULL, 0), ncpu);
+	cr_expect_eq(test_threads_named("tide-keeper", NULL, 0), ncpu);
 	cr_assert_eq(tide_pool_destroy(pool), 0, "%s", tide_last_error());
-	cr_expect_eq(threads_named("tide-keeper", NULL, 0), 0);
+	cr_expect_eq(test_threads_named("tide-keeper", NULL, 0), 0);
 }
 
 /* ---- a shard that cannot start takes the started ones down ---- */

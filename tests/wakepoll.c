@@ -94,6 +94,7 @@ Test(wakepoll, keepers_poll_while_hot_sleep_after_and_leave_with_the_pool)
 	o.budget = 4 * MiB;
 	o.page_size = 4 * KiB;
 	o.wake_poll_us = 2000;
+	o.signal_faults = 0;    /* keepers are for faults sent to the service thread */
 	cr_assert_eq(keepers_now().count, 0);
 	cr_assert_eq(tide_pool_create(&pool, &o), 0, "%s", tide_last_error());
 	cr_expect_eq(keepers_now().count, ncpu, "one keeper per CPU");
@@ -146,6 +147,7 @@ Test(wakepoll, on_by_default)
 	cr_assert_eq(sched_getaffinity(0, sizeof(set), &set), 0);
 	tide_options_init(&o);
 	o.budget = 4 * MiB;
+	o.signal_faults = 0;
 	cr_assert_gt(o.wake_poll_us, 0);
 	cr_assert_eq(tide_pool_create(&pool, &o), 0, "%s", tide_last_error());
 	cr_expect_eq(keepers_now().count, CPU_COUNT(&set) > 1 ? CPU_COUNT(&set) : 0);

@@ -1,0 +1,289 @@
+/* Faults served on the faulting thread (TIDE_SIGNAL_FAULTS): the thread
+ * that touches a page fills it in a SIGBUS handler; the service thread is
+ * left out; what the mode cannot do (a system call on a missing page) fails
+ * as documented; signals tide does not own go where they went before.
+ * The core suites run again in this mode too (tests/meson.build). */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "internal.h"   /* tide__uffd_features */
+
+#define PAGE (4 * KiB)
+
+static void require_sigbus(void)
+{
+	uint64_t have = 0;
+
+	test_require_uffd();
+	tide__uffd_features(&have);
+	if (!(have & UFFD_FEATURE_SIGBUS))
+		cr_skip_test("kernel lacks UFFD_FEATURE_SIGBUS (4.14+)");
+}
+
+static tide_pool *signal_pool(size_t budget)
+{
+	struct tide_options o;
+	tide_pool *pool;
+	int ret;
+
+	tide_options_init(&o);
+	o.signal_faults = 1;
+	o.budget = budget;
+	o.page_size = PAGE;
+	o.read_ahead = 0;          /* every page is a demand fault */
+	o.flush_interval_ms = 0;
+	o.wake_poll_us = 0;
+	o.spin_us = 0;
+	ret = tide_pool_create(&pool, &o);
+	cr_assert_eq(ret, 0, "tide_pool_create: %s", tide_last_error());
+	return pool;
+}
+
+/* A permutation of 0..n-1, so no run looks sequential. */
+static size_t *shuffled(size_t n, unsigned seed)
+{
+	size_t *v = malloc(n * sizeof(*v));
+
+	cr_assert_not_null(v);
+	for (size_t i = 0; i < n; i++)
+		v[i] = i;
+	for (size_t i = n; i > 1; i--) {
+		size_t j = (size_t)rand_r(&seed) % i, t = v[i - 1];
+
+		v[i - 1] = v[j];
+		v[j] = t;
+	}
+	return v;
+}
+
+Test(signal, faults_are_served_on_the_faulting_thread)
+{
+	size_t budget = 1 * MiB, len = 4 * budget, npages = len / PAGE, *order;
+	struct test_thread before, after;
+	tide_pool *pool;
+	struct tide_stats st;
+	uint64_t *p;
+	int fd;
+
+	require_sigbus();
+	pool = signal_pool(budget);
+	fd = test_file(len, 11);
+	p = tide_map(pool, fd, 0, len, TIDE_PROT_READ, 0);
+	cr_assert_not_null(p, "%s", tide_last_error());
+	order = shuffled(npages, 5);
+	/* The map request is answered: the service thread is going to sleep. */
+	cr_assert_eq(test_threads_named("tide-service", &before, 1), 1);
+	for (size_t k = 0; k < npages; k++) {
+		size_t w = order[k] * PAGE / 8 + k % (PAGE / 8);
+
+		cr_assert_eq(p[w], test_word(w, 11), "word %zu", w);
+	}
+	cr_assert_eq(test_threads_named("tide-service", &after, 1), 1);
+	/* Four pools' worth of pages, every one a fault, through a pool that
+	 * evicted three times over, and the service thread slept through it
+	 * (one switch of slack for going back to sleep after the map). */
+	cr_expect_leq(after.switches - before.switches, 1,
+		      "%zu faults woke the service thread %lu times", npages,
+		      after.switches - before.switches);
+	st = test_stats(pool);
+	cr_expect_geq(st.faults_signal, npages);
+	cr_expect_eq(st.faults_signal, st.faults, "%llu of %llu faults served by signal",
+		     (unsigned long long)st.faults_signal, (unsigned long long)st.faults);
+	cr_expect_geq(st.evictions, npages - budget / PAGE);
+	cr_expect_leq(st.peak_resident_bytes, budget);
+	cr_expect_gt(st.latency_p99_ns, 0);
+	cr_assert_eq(tide_unmap(p), 0, "%s", tide_last_error());
+	cr_assert_eq(tide_pool_destroy(pool), 0, "%s", tide_last_error());
+	free(order);
+	close(fd);
+}
+
+#define WRITERS 4
+
+struct writer {
+	uint64_t *base;
+	size_t npages;
+	unsigned id;
+};
+
+/* Writer t owns the words i with i % WRITERS == t, and visits the pages in
+ * its own random order, so every page is written by all of them. */
+static void *write_words(void *arg)
+{
+	struct writer *w = arg;
+	size_t *order = shuffled(w->npages, 100 + w->id);
+
+	for (size_t k = 0; k < w->npages; k++) {
+		uint64_t *page = w->base + order[k] * (PAGE / 8);
+
+		for (size_t i = w->id; i < PAGE / 8; i += WRITERS)
+			page[i] = ~test_word((uint64_t)(page - w->base) + i, 3);
+	}
+	free(order);
+	return NULL;
+}
+
+Test(signal, writes_from_many_threads_survive_eviction)
+{
+	size_t budget = 512 * KiB, len = 16 * budget, words = len / 8;
+	struct writer w[WRITERS];
+	pthread_t t[WRITERS];
+	tide_pool *pool;
+	struct tide_stats st;
+	uint64_t *p, *check;
+	int fd, rfd;
+
+	require_sigbus();
+	pool = signal_pool(budget);
+	fd = test_file(len, 3);
+	p = tide_map(pool, fd, 0, len, TIDE_PROT_READ | TIDE_PROT_WRITE, 0);
+	cr_assert_not_null(p, "%s", tide_last_error());
+	for (unsigned i = 0; i < WRITERS; i++) {
+		w[i] = (struct writer){ p, len / PAGE, i };
+		cr_assert_eq(pthread_create(&t[i], NULL, write_words, &w[i]), 0);
+	}
+	for (unsigned i = 0; i < WRITERS; i++)
+		pthread_join(t[i], NULL);
+	st = test_stats(pool);
+	cr_expect_gt(st.evictions_dirty, 0, "the pool never wrote a page back to make room");
+	cr_expect_gt(st.faults_signal, len / PAGE);
+	cr_expect_leq(st.peak_resident_bytes, budget);
+	cr_assert_eq(tide_unmap(p), 0, "%s", tide_last_error());
+	rfd = test_reopen(fd);
+	check = malloc(len);
+	cr_assert_not_null(check);
+	test_pread(rfd, check, len, 0);
+	for (size_t i = 0; i < words; i++)
+		cr_assert_eq(check[i], ~test_word(i, 3), "word %zu of the file after unmap", i);
+	free(check);
+	close(rfd);
+	close(fd);
+	cr_assert_eq(tide_pool_destroy(pool), 0, "%s", tide_last_error());
+}
+
+/* The limit of the mode: the kernel cannot raise the signal inside a
+ * system call, so one that touches a missing page fails with EFAULT. Once
+ * the program has touched the page, the call works. */
+Test(signal, a_system_call_on_a_missing_page_fails_with_efault)
+{
+	int pipefd[2], fd;
+	tide_pool *pool;
+	uint64_t *p, got[PAGE / 8];
+
+	require_sigbus();
+	pool = signal_pool(1 * MiB);
+	fd = test_file(64 * KiB, 8);
+	p = tide_map(pool, fd, 0, 64 * KiB, TIDE_PROT_READ, 0);
+	cr_assert_not_null(p, "%s", tide_last_error());
+	cr_assert_eq(pipe(pipefd), 0);
+	errno = 0;
+	cr_expect_eq(write(pipefd[1], p, PAGE), -1, "write(2) from a missing page worked");
+	cr_expect_eq(errno, EFAULT, "errno %d (%s), want EFAULT", errno, strerror(errno));
+	cr_assert_eq(p[0], test_word(0, 8));      /* the program touches it */
+	cr_assert_eq(write(pipefd[1], p, PAGE), (ssize_t)PAGE, "%s", strerror(errno));
+	cr_assert_eq(read(pipefd[0], got, PAGE), (ssize_t)PAGE);
+	for (size_t i = 0; i < PAGE / 8; i++)
+		cr_assert_eq(got[i], test_word(i, 8), "word %zu through the pipe", i);
+	close(pipefd[0]);
+	close(pipefd[1]);
+	cr_assert_eq(tide_unmap(p), 0, "%s", tide_last_error());
+	cr_assert_eq(tide_pool_destroy(pool), 0, "%s", tide_last_error());
+	close(fd);
+}
+
+/* ---- SIGBUS that is not tide's ---- */
+
+static sigjmp_buf caught_at;
+static volatile sig_atomic_t caught_code;
+
+static void own_handler(int sig, siginfo_t *si, void *uc)
+{
+	(void)sig;
+	(void)uc;
+	caught_code = si->si_code;
+	siglongjmp(caught_at, 1);
+}
+
+/* A kernel mapping of a file cut short: touching past its end is SIGBUS. */
+static volatile char *past_the_end(void)
+{
+	int fd = test_file(2 * PAGE, 1);
+	char *m = mmap(NULL, 2 * PAGE, PROT_READ, MAP_SHARED, fd, 0);
+
+	if (m == MAP_FAILED || ftruncate(fd, 0) < 0)
+		_exit(10);
+	close(fd);
+	return m + PAGE;
+}
+
+/* The program's own handler, installed before tide's, still gets the
+ * signals that are not tide's; tide's faults keep working around them. */
+static void chained_child(void *arg)
+{
+	struct sigaction sa = { .sa_sigaction = own_handler, .sa_flags = SA_SIGINFO };
+	volatile char *bad = past_the_end();
+	tide_pool *pool;
+	uint64_t *p;
+	int fd = test_file(64 * KiB, 4);
+
+	(void)arg;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGBUS, &sa, NULL);
+	pool = signal_pool(1 * MiB);
+	p = tide_map(pool, fd, 0, 64 * KiB, TIDE_PROT_READ, 0);
+	if (!p)
+		_exit(11);
+	if (p[8] != test_word(8, 4))
+		_exit(12);
+	if (sigsetjmp(caught_at, 1) == 0) {
+		(void)*bad;
+		_exit(13);              /* no signal at all */
+	}
+	if (caught_code != BUS_ADRERR)
+		_exit(14);
+	if (p[4096] != test_word(4096, 4))
+		_exit(15);              /* tide still serves its own faults */
+	_exit(0);
+}
+
+Test(signal, other_sigbus_reaches_the_handler_installed_before)
+{
+	require_sigbus();
+	cr_expect_eq(test_in_child(chained_child, NULL, 20000), 0);
+}
+
+/* Without a handler of the program's, a SIGBUS that is not tide's kills the
+ * process as it would have. */
+static void default_child(void *arg)
+{
+	volatile char *bad = past_the_end();
+	tide_pool *pool;
+	uint64_t *p;
+	int fd = test_file(64 * KiB, 4);
+
+	(void)arg;
+	test_default_signal(SIGBUS);
+	pool = signal_pool(1 * MiB);
+	p = tide_map(pool, fd, 0, 64 * KiB, TIDE_PROT_READ, 0);
+	if (!p || p[0] != test_word(0, 4))
+		_exit(11);
+	(void)*bad;
+	_exit(0);
+}
+
+Test(signal, other_sigbus_still_kills_by_default)
+{
+	int st;
+
+	require_sigbus();
+	st = test_in_child(default_child, NULL, 20000);
+	cr_expect_eq(st, 128 + SIGBUS, "child status %d, want death by SIGBUS", st);
+}

@@ -45,6 +45,7 @@ static const struct {
 	{ UFFD_FEATURE_EVENT_FORK, false, "serve regions in fork() children" },
 	{ UFFD_FEATURE_THREAD_ID, false, "name the faulting thread in diagnostics" },
 	{ UFFD_FEATURE_POISON, false, "a failed read poisons only its page (SIGBUS)" },
+	{ UFFD_FEATURE_SIGBUS, false, "serve faults on the faulting thread (TIDE_SIGNAL_FAULTS)" },
 };
 
 struct doctor {

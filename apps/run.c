@@ -43,7 +43,8 @@ struct run_totals {
 	uint64_t processes, paged, unavailable, malformed;
 	int unavailable_err;
 	uint64_t taken, passed, fallbacks, refused, flush_errors;
-	uint64_t faults, faults_read, faults_write, faults_wp, fills, fills_zero, prefetched;
+	uint64_t faults, faults_read, faults_write, faults_wp, faults_signal, fills, fills_zero;
+	uint64_t prefetched;
 	uint64_t evictions, evictions_dirty, writebacks, writeback_errors, read_errors, flushes;
 	uint64_t bytes_read, bytes_written, peak_resident_bytes, budget;
 };
@@ -55,7 +56,7 @@ static const struct {
 } summed[] = {
 #define KEY(k) { #k, offsetof(struct run_totals, k) }
 	KEY(taken), KEY(passed), KEY(fallbacks), KEY(refused), KEY(flush_errors),
-	KEY(faults), KEY(faults_read), KEY(faults_write), KEY(faults_wp), KEY(fills),
+	KEY(faults), KEY(faults_read), KEY(faults_write), KEY(faults_wp), KEY(faults_signal), KEY(fills),
 	KEY(fills_zero), KEY(prefetched), KEY(evictions), KEY(evictions_dirty), KEY(writebacks),
 	KEY(writeback_errors), KEY(read_errors), KEY(flushes), KEY(bytes_read), KEY(bytes_written),
 #undef KEY
@@ -447,10 +448,12 @@ static void report_text(const char *prog, int status, uint64_t ns, const struct 
 			t->unavailable == 1 ? "" : "es", strerror(t->unavailable_err));
 	if (!t->paged)
 		return;
-	fprintf(stderr, "tide run: faults %llu (read %llu, write %llu, write-protect %llu); "
-		"pages filled %llu (read ahead %llu, holes %llu), %s read\n",
+	fprintf(stderr, "tide run: faults %llu (read %llu, write %llu, write-protect %llu; "
+		"on the faulting thread %llu); pages filled %llu (read ahead %llu, holes %llu), "
+		"%s read\n",
 		(unsigned long long)t->faults, (unsigned long long)t->faults_read,
 		(unsigned long long)t->faults_write, (unsigned long long)t->faults_wp,
+		(unsigned long long)t->faults_signal,
 		(unsigned long long)t->fills, (unsigned long long)t->prefetched,
 		(unsigned long long)t->fills_zero, cli_format_bytes(t->bytes_read, a, sizeof(a)));
 	fprintf(stderr, "tide run: evictions %llu (dirty %llu); pages written back %llu, %s; "

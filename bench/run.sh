@@ -81,6 +81,15 @@ part_tide() {
 	TIDE_WAKE_POLL_US=0 "$fault" --secs "$secs" --file "$data" \
 		--budget "$budget" --tag nopoll permread:cache:4k randread:cache:4k \
 		randread:cache:4k:fixed:2 | tag "$1" >>"$jsonl" || true
+	# Faults served on the faulting thread (TIDE_SIGNAL_FAULTS): the same
+	# figures at default placement, pinned, with shards, and from disk.
+	TIDE_SIGNAL_FAULTS=1 "$fault" --secs "$secs" --file "$data" --budget "$budget" --tag sig \
+		permread:cache:4k randread:cache:4k randread:cache:4k:fixed:2 seqread:disk:64k \
+		randread:disk:4k:fixed:8 | tag "$1" >>"$jsonl" || true
+	TIDE_SIGNAL_FAULTS=1 TIDE_SERVICE_CPU=0 "$fault" --secs "$secs" --file "$data" --budget "$budget" \
+		--app-cpu 0 --tag sig permread:cache:4k permread:mem:4k randread:cache:4k | tag "$1" >>"$jsonl" || true
+	TIDE_SIGNAL_FAULTS=1 TIDE_SERVICE_THREADS=2 "$fault" --secs "$secs" --file "$data" --budget "$budget" \
+		--app-cpu 0 --tag shards.sig permread:cache:4k:fixed:2 | tag "$1" >>"$jsonl" || true
 	rm -f "$data.out"
 	# Let the host settle the writes before the next part reads the disk.
 	sync; sleep 1
@@ -185,6 +194,16 @@ END {
 	row("same, one service thread", "tide.permread.cache.4k.t2.pin0", "faults_per_s", "uffd2.percpu.4k", "per_s", 0.7)
 	row("two app threads sharing a region, default placement, full pool", "tide.randread.cache.4k.t2", "faults_per_s", "uffd2.percpu.4k", "per_s", 0.7)
 	row("same, wake polling off", "tide.randread.cache.4k.t2.nopoll", "faults_per_s", "uffd2.percpu.4k", "per_s", 0.7)
+	row("faults on the faulting thread (TIDE_SIGNAL_FAULTS): fill per fault, 1 thread, 4 KiB, page cache, room in the pool, default placement (vs uffd same-vCPU round trip)", "tide.permread.cache.4k.sig", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
+	row("same, pinned to one vCPU", "tide.permread.cache.4k.pin0.sig", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
+	row("same, data in memory (pinned)", "tide.permread.mem.4k.pin0.sig", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
+	row("same, full pool (every fill evicts), default placement", "tide.randread.cache.4k.sig", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
+	row("same, full pool, pinned", "tide.randread.cache.4k.pin0.sig", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
+	row("same, full pool, vs the minimal pager in a SIGBUS handler", "tide.randread.cache.4k.sig", "faults_per_s", "pager.sigbus.4k", "per_s", "")
+	row("same, two app threads, one vCPU each, own regions, TIDE_SERVICE_THREADS=2 (vs one uffd + handler per vCPU)", "tide.permread.cache.4k.t2.pin0.shards.sig", "faults_per_s", "uffd2.percpu.4k", "per_s", 0.7)
+	row("same, two app threads sharing a region, full pool, default placement", "tide.randread.cache.4k.t2.sig", "faults_per_s", "uffd2.percpu.4k", "per_s", 0.7)
+	row("same, sequential fill from disk, 64 KiB pages (vs io_uring seq read QD32)", "tide.seqread.disk.64k.sig", "fill_mbps", "uring.seqread.64k.qd32", "mbps", 0.9, "MB/s")
+	row("same, random 4 KiB fill, 8 app threads (vs io_uring rand read QD8)", "tide.randread.disk.4k.t8.sig", "fills_per_s", "uring.randread.4k.qd8", "per_s", 0.7)
 	row("raw: the fault served on the faulting thread by its SIGBUS handler (UFFD_FEATURE_SIGBUS: no message, no second thread), 4 KiB (vs the same-vCPU round trip)", "uffd.sigbus.4k", "per_s", "uffd.same.4k", "per_s", "")
 	row("same, the minimal pager in the SIGBUS handler (vs the minimal pager thread, same vCPU)", "pager.sigbus.4k", "per_s", "pager.same.4k", "per_s", "")
 	row("raw pager filling by UFFDIO_MOVE of a staging page (vs by UFFDIO_COPY), 4 KiB", "pager.move_same.4k", "per_s", "pager.same.4k", "per_s", "")

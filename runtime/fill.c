@@ -269,14 +269,22 @@ static int fill_zero(struct tide_pool *p, struct region *r, uint64_t page, uint3
 static void fill_now(struct tide_pool *p, struct fill *fl)
 {
 	struct region *r = fl->region;
+	uint64_t page = fl->page;
 	ssize_t res;
+	uint32_t f;
 
 	fl->io.pool = p;
 	tide__state_unlock(p, false);
 	res = tide__file_store_pread(r->store, fl->buf, (size_t)fl->n * r->page_size,
-				     tide__store_off(r, fl->page));
+				     tide__store_off(r, page));
 	tide__state_lock(p);
 	fill_done(&fl->io, res);
+	/* Until the handler returns and the thread touches it, the page is
+	 * not a victim: the reclaim that follows the fill would otherwise
+	 * find it resident, unused, and take it (signal.c lets go). */
+	f = tide__slot(r, page);
+	if (f != TIDE_NO_FRAME && tide__frame(p, f)->state != FRAME_FILLING)
+		tide__frame(p, f)->held = 1;
 }
 
 /* Pages read from the store into one bounce span, installed when it completes. */

@@ -163,6 +163,7 @@ struct frame {
 	uint8_t evicting;        /* drop the page when its write-back completes */
 	uint8_t redirtied;       /* a write arrived while the page was written back */
 	uint8_t prefetch;        /* enum fill_kind of the fill */
+	uint8_t held;            /* filled by a fault handler that has not returned yet */
 	uint64_t t_fault;        /* when the fault was read (latency) */
 };
 

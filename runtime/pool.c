@@ -244,7 +244,7 @@ void tide__pool_reclaim_for(struct tide_pool *p, uint64_t want)
 		struct frame *fr = &p->frames[f];
 
 		p->hand = fr->next;
-		if (fr->state == FRAME_WRITEBACK || fr->evicting)
+		if (fr->state == FRAME_WRITEBACK || fr->evicting || fr->held)
 			continue;
 		if (fr->referenced) {
 			fr->referenced = 0;

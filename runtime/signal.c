@@ -206,6 +206,13 @@ static bool serve(struct tide_pool *p, uintptr_t addr, const void *uc)
 		/* Its write-back ends, then the page is writable again. */
 		wait_change(p);
 	}
+	/* The page this thread filled may be evicted again from now on. */
+	if (r) {
+		uint32_t f = tide__slot(r, (addr - (uintptr_t)r->base) >> r->page_shift);
+
+		if (f != TIDE_NO_FRAME)
+			tide__frame(p, f)->held = 0;
+	}
 	tide__ring_restore(outer);
 	/* The service thread submits what was queued; a request in progress
 	 * (unmap, flush) may wait for what changed. */

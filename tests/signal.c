@@ -88,9 +88,10 @@ Test(signal, faults_are_served_on_the_faulting_thread)
 	}
 	cr_assert_eq(test_threads_named("tide-service", &after, 1), 1);
 	/* Four pools' worth of pages, every one a fault, through a pool that
-	 * evicted three times over, and the service thread slept through it
-	 * (one switch of slack for going back to sleep after the map). */
-	cr_expect_leq(after.switches - before.switches, 1,
+	 * evicted three times over, and the service thread slept through it.
+	 * Slack for answering the map: the app thread it woke may preempt it
+	 * (one switch) before it goes back to sleep (another). */
+	cr_expect_leq(after.switches - before.switches, 2,
 		      "%zu faults woke the service thread %lu times", npages,
 		      after.switches - before.switches);
 	st = test_stats(pool);

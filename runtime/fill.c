@@ -33,6 +33,7 @@ struct fill {
 	uint64_t page;           /* the first page */
 	uint32_t n;              /* pages */
 	bool zero;               /* a store hole: buf is the zero source */
+	bool installed;          /* fill_now put the pages in already */
 	void *buf;
 	uint32_t frames[];
 };
@@ -187,6 +188,11 @@ static void fill_done(struct tide_io *io, ssize_t res)
 		}
 		goto out;
 	}
+	if (fl->installed) {
+		for (; i < fl->n; i++)
+			fill_installed(p, fl, fl->frames[i]);
+		goto out;
+	}
 	/* Past the end of the store reads as zeros. */
 	if ((size_t)res < len)
 		memset((char *)fl->buf + res, 0, len - (size_t)res);
@@ -226,6 +232,7 @@ static int fill_take(struct tide_pool *p, struct fill *fl, struct region *r, uin
 	fl->page = page;
 	fl->n = n;
 	fl->zero = false;
+	fl->installed = false;
 	fl->buf = NULL;
 	return 0;
 }
@@ -262,21 +269,31 @@ static int fill_zero(struct tide_pool *p, struct region *r, uint64_t page, uint3
 	return (int)n;
 }
 
-/* A handler's demand read of a file store (signal.c): read on this thread,
- * the lock dropped meanwhile, so a read that goes to the disk holds up
- * nobody else. The frames are FILLING and the region busy, so nothing they
- * point at goes away; faults on them wait. */
+/* A handler's demand read of one page of a file store (signal.c): read and
+ * install on this thread, the lock dropped meanwhile, so a read that goes
+ * to the disk holds up nobody else, and other threads' faults need not wait
+ * for this one's copy. The frame is FILLING and the region busy, so nothing
+ * it points at goes away, nobody else installs the page, and faults on it
+ * wait. A copy that does not go through whole is left to the locked install
+ * (install_all), which knows every outcome. */
 static void fill_now(struct tide_pool *p, struct fill *fl)
 {
 	struct region *r = fl->region;
-	uint64_t page = fl->page;
+	uint64_t page = fl->page, mode = copy_mode(tide__frame(p, fl->frames[0]));
+	size_t len = r->page_size;
+	int64_t copied = 0;
 	ssize_t res;
 	uint32_t f;
 
 	fl->io.pool = p;
 	tide__state_unlock(p, false);
-	res = tide__file_store_pread(r->store, fl->buf, (size_t)fl->n * r->page_size,
-				     tide__store_off(r, page));
+	res = tide__file_store_pread(r->store, fl->buf, len, tide__store_off(r, page));
+	if (res >= 0) {
+		if ((size_t)res < len)
+			memset((char *)fl->buf + res, 0, len - (size_t)res);
+		fl->installed = tide__uffd_copy(p->uffd, tide__page_addr(r, page), fl->buf, len,
+						mode, &copied) == 0 && copied == (int64_t)len;
+	}
 	tide__state_lock(p);
 	fill_done(&fl->io, res);
 	/* Until the handler returns and the thread touches it, the page is
@@ -313,7 +330,8 @@ static int fill_read(struct tide_pool *p, struct region *r, uint64_t page, uint3
 	fl->io.start = fill_issue;
 	fl->io.buf_index = p->bounce.registered ? 0 : -1;
 	p->st.c.store_reads++;
-	if (prefetch == FILL_DEMAND && r->ops == &tide__file_store_ops && tide__signal_serving(p))
+	if (prefetch == FILL_DEMAND && n == 1 && r->ops == &tide__file_store_ops &&
+	    tide__signal_serving(p))
 		fill_now(p, fl);
 	else
 		tide__io_submit(p, &fl->io);

@@ -4,7 +4,10 @@
  *
  * Ownership rule: everything below `owned by the service thread` is touched
  * only by that thread. App threads talk to it through requests (loop.c) and
- * never read frames, regions' page tables or counters directly.
+ * never read frames, regions' page tables or counters directly. The one
+ * exception is a fault handler of TIDE_SIGNAL_FAULTS (signal.c), which acts
+ * for the service thread while it holds the pool's state lock; the service
+ * thread holds the same lock for each pass.
  */
 #ifndef TIDE_INTERNAL_H
 #define TIDE_INTERNAL_H

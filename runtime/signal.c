@@ -17,9 +17,10 @@
  * goes to the disk holds up nobody else; reads ahead and write-backs are
  * queued on the ring as before and submitted by the service thread, and a
  * custom store's read is called here (a store that completes at once, like
- * a memory store, so serves the fault without any other thread). A fault that must wait (its page is being read or
- * written back, or the pool has no room) sleeps on a futex the pool bumps
- * whenever a pass or a handler changed something.
+ * a memory store, so serves the fault without any other thread). A fault
+ * that must wait (its page is being read or written back, or the pool has
+ * no room) sleeps on a futex the pool bumps whenever a pass or a handler
+ * changed something.
  *
  * The handler runs synchronously, at the instruction that touched a tide
  * page, which is application code or a memory routine, never the C

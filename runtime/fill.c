@@ -269,14 +269,14 @@ static int fill_zero(struct tide_pool *p, struct region *r, uint64_t page, uint3
 	return (int)n;
 }
 
-/* A handler's demand read of one page of a file store (signal.c): read and
- * install on this thread, the lock dropped meanwhile, so a read that goes
+/* A handler's demand read of one page of a file store (signal.c): read (on
+ * the thread's own ring) and install on this thread, the lock dropped meanwhile, so a read that goes
  * to the disk holds up nobody else, and other threads' faults need not wait
  * for this one's copy. The frame is FILLING and the region busy, so nothing
  * it points at goes away, nobody else installs the page, and faults on it
  * wait. A copy that does not go through whole is left to the locked install
  * (install_all), which knows every outcome. */
-static void fill_now(struct tide_pool *p, struct fill *fl)
+static void fill_now(struct tide_pool *p, struct fill *fl, struct io_uring *ring)
 {
 	struct region *r = fl->region;
 	uint64_t page = fl->page, mode = copy_mode(tide__frame(p, fl->frames[0]));
@@ -287,7 +287,7 @@ static void fill_now(struct tide_pool *p, struct fill *fl)
 
 	fl->io.pool = p;
 	tide__state_unlock(p, false);
-	res = tide__file_store_pread(r->store, fl->buf, len, tide__store_off(r, page));
+	res = tide__file_store_read_now(r->store, ring, fl->buf, len, tide__store_off(r, page));
 	if (res >= 0) {
 		if ((size_t)res < len)
 			memset((char *)fl->buf + res, 0, len - (size_t)res);
@@ -309,6 +309,7 @@ static int fill_read(struct tide_pool *p, struct region *r, uint64_t page, uint3
 		     bool write, enum fill_kind prefetch, uint64_t t_fault)
 {
 	size_t ps = r->page_size;
+	struct io_uring *ring;
 	struct fill *fl;
 	void *buf = NULL;
 
@@ -331,8 +332,8 @@ static int fill_read(struct tide_pool *p, struct region *r, uint64_t page, uint3
 	fl->io.buf_index = p->bounce.registered ? 0 : -1;
 	p->st.c.store_reads++;
 	if (prefetch == FILL_DEMAND && n == 1 && r->ops == &tide__file_store_ops &&
-	    tide__signal_serving(p))
-		fill_now(p, fl);
+	    tide__signal_serving(p) && (ring = tide__ring_own()))
+		fill_now(p, fl, ring);
 	else
 		tide__io_submit(p, &fl->io);
 	return (int)n;

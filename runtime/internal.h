@@ -134,6 +134,11 @@ bool tide__on_service_thread(const struct tide_pool *p);
  * whom the thread acted for before, to give back to tide__ring_restore. */
 struct tide_pool *tide__ring_service(struct tide_pool *p);
 void tide__ring_restore(struct tide_pool *prev);
+/* The calling thread's own small ring, for a fault handler's reads: made at
+ * first use, NULL if it cannot be. */
+struct io_uring *tide__ring_own(void);
+/* One read on it, waited for: bytes read or -errno. */
+ssize_t tide__ring_read_now(struct io_uring *ring, int fd, void *buf, size_t len, uint64_t off);
 struct io_uring_sqe *tide__ring_sqe(struct tide_pool *p);
 int tide__ring_submit(struct tide_pool *p);
 int tide__ring_reap(struct tide_pool *p);        /* completions handled */
@@ -143,8 +148,9 @@ int tide__io_remote_run(struct tide_pool *p);       /* completions from other th
 
 /* ---- store_file.c: the file store, written on struct tide_store_ops ---- */
 extern const struct tide_store_ops tide__file_store_ops;
-/* A read now, on the calling thread: bytes read or -errno. */
-ssize_t tide__file_store_pread(void *store, void *buf, size_t len, uint64_t off);
+/* A read now, on the calling thread's own ring: bytes read or -errno. */
+ssize_t tide__file_store_read_now(void *store, struct io_uring *ring, void *buf, size_t len,
+				  uint64_t off);
 int tide__file_store_open(struct tide_pool *p, int fd, int prot, void **store);
 
 /* ---- pool.c: frames, budget, CLOCK ---- */

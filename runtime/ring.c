@@ -3,7 +3,9 @@
  * service thread. Completions raise an eventfd that the libuv loop polls;
  * the loop also reaps after every submit, because a buffered read that hits
  * the page cache completes inline and waiting for the eventfd would cost a
- * wake-up for nothing.
+ * wake-up for nothing. The one exception is a fault handler's own read
+ * (TIDE_SIGNAL_FAULTS), which goes through the faulting thread's own small
+ * ring (below).
  */
 #include <errno.h>
 #include <string.h>
@@ -35,6 +37,73 @@ struct tide_pool *tide__ring_service(struct tide_pool *p)
 void tide__ring_restore(struct tide_pool *prev)
 {
 	service_pool = prev;
+}
+
+/*
+ * A faulting thread's own ring (signal.c): the reads a SIGBUS handler makes
+ * for its own fault go through io_uring like all store I/O, but not through
+ * the pool's ring, whose submissions belong to the service thread. Made at
+ * the thread's first such read, closed when the thread exits.
+ */
+static __thread struct io_uring own_ring;
+static __thread int own_state;          /* 0 not yet, 1 ready, -1 unusable */
+static pthread_key_t own_key;
+static pthread_once_t own_once = PTHREAD_ONCE_INIT;
+static int own_key_error;
+
+static void own_close(void *ring)
+{
+	io_uring_queue_exit(ring);
+}
+
+static void own_key_make(void)
+{
+	own_key_error = pthread_key_create(&own_key, own_close);
+}
+
+struct io_uring *tide__ring_own(void)
+{
+	if (own_state == 0) {
+		pthread_once(&own_once, own_key_make);
+		own_state = -1;
+		if (!own_key_error && io_uring_queue_init(2, &own_ring, 0) == 0) {
+			if (pthread_setspecific(own_key, &own_ring) == 0)
+				own_state = 1;
+			else
+				io_uring_queue_exit(&own_ring);
+		}
+	}
+	return own_state > 0 ? &own_ring : NULL;
+}
+
+ssize_t tide__ring_read_now(struct io_uring *ring, int fd, void *buf, size_t len, uint64_t off)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+	struct io_uring_cqe *cqe;
+	ssize_t res;
+	int ret;
+
+	if (!sqe)
+		return -EBUSY;
+	io_uring_prep_read(sqe, fd, buf, (unsigned)len, off);
+	ret = io_uring_submit(ring);
+	if (ret != 1) {
+		/* Not submitted: the ring cannot be trusted with a later read
+		 * (the stale entry would go out with it). */
+		io_uring_queue_exit(ring);
+		pthread_setspecific(own_key, NULL);
+		own_state = -1;
+		return ret < 0 ? ret : -EIO;
+	}
+	/* Another signal may interrupt the wait, never the read. */
+	do
+		ret = io_uring_wait_cqe(ring, &cqe);
+	while (ret == -EINTR);
+	if (ret < 0)
+		return ret;
+	res = cqe->res;
+	io_uring_cqe_seen(ring, cqe);
+	return res;
 }
 
 int tide__ring_init(struct tide_pool *p)

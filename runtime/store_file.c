@@ -41,12 +41,12 @@ static int file_read(void *store, struct tide_io *io, void *buf, size_t len, uin
 	return 0;
 }
 
-ssize_t tide__file_store_pread(void *store, void *buf, size_t len, uint64_t off)
+ssize_t tide__file_store_read_now(void *store, struct io_uring *ring, void *buf, size_t len,
+				  uint64_t off)
 {
 	struct file_store *fs = store;
-	ssize_t n = pread(fs->fd, buf, len, (off_t)off);
 
-	return n < 0 ? -errno : n;
+	return tide__ring_read_now(ring, fs->fd, buf, len, off);
 }
 
 static int file_write(void *store, struct tide_io *io, const void *buf, size_t len,

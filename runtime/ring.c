@@ -43,7 +43,8 @@ void tide__ring_restore(struct tide_pool *prev)
  * A faulting thread's own ring (signal.c): the reads a SIGBUS handler makes
  * for its own fault go through io_uring like all store I/O, but not through
  * the pool's ring, whose submissions belong to the service thread. Made at
- * the thread's first such read, closed when the thread exits.
+ * the thread's first such read, closed when the thread exits (and in a
+ * child of fork, which must not share it).
  */
 static __thread struct io_uring own_ring;
 static __thread int own_state;          /* 0 not yet, 1 ready, -1 unusable */
@@ -56,9 +57,22 @@ static void own_close(void *ring)
 	io_uring_queue_exit(ring);
 }
 
+/* A child of fork() has a copy of the forking thread's ring mappings over
+ * the same ring as the parent: it must make its own before it reads. */
+static void own_after_fork(void)
+{
+	if (own_state > 0) {
+		io_uring_queue_exit(&own_ring);
+		pthread_setspecific(own_key, NULL);
+	}
+	own_state = 0;
+}
+
 static void own_key_make(void)
 {
 	own_key_error = pthread_key_create(&own_key, own_close);
+	if (!own_key_error)
+		own_key_error = pthread_atfork(NULL, NULL, own_after_fork);
 }
 
 struct io_uring *tide__ring_own(void)

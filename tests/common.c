@@ -85,9 +85,8 @@ int __lsan_is_turned_off(void)
 	return forked_child;
 }
 
-int test_in_child(void (*fn)(void *), void *arg, int timeout_ms)
+pid_t test_child_start(void (*fn)(void *), void *arg)
 {
-	int status = 0;
 	pid_t pid = fork();
 
 	cr_assert(pid >= 0, "fork: %s", strerror(errno));
@@ -97,6 +96,18 @@ int test_in_child(void (*fn)(void *), void *arg, int timeout_ms)
 		fn(arg);
 		_exit(0);
 	}
+	return pid;
+}
+
+int test_in_child(void (*fn)(void *), void *arg, int timeout_ms)
+{
+	return test_child_wait(test_child_start(fn, arg), timeout_ms);
+}
+
+int test_child_wait(pid_t pid, int timeout_ms)
+{
+	int status = 0;
+
 	/* A pidfd lets us wait with a timeout without signals or sleeps. */
 	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
 	cr_assert(pidfd >= 0, "pidfd_open: %s", strerror(errno));

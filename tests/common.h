@@ -40,6 +40,9 @@ struct tide_stats test_stats(tide_pool *pool);
  * 128+signal if it died of a signal, or -1 if it was still running after
  * timeout_ms (it is then killed). Never hangs. */
 int test_in_child(void (*fn)(void *), void *arg, int timeout_ms);
+/* The same in two steps, for a parent that works while the child runs. */
+pid_t test_child_start(void (*fn)(void *), void *arg);
+int test_child_wait(pid_t pid, int timeout_ms);
 
 /* In a child that expects to die of `sig`: the default action, even under
  * AddressSanitizer, which otherwise reports the signal and exits. */

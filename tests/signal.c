@@ -200,6 +200,85 @@ Test(signal, a_system_call_on_a_missing_page_fails_with_efault)
 	close(fd);
 }
 
+/* ---- fork ---- */
+
+struct paging {
+	int fd;
+	uint64_t seed;
+	size_t len;
+};
+
+/* Read every word of a file through a small signal-fault pool, in a
+ * random page order; false at the first word that is wrong. No Criterion
+ * asserts: this also runs in a forked child. */
+static bool page_through(const struct paging *pg, unsigned rounds)
+{
+	struct tide_options o;
+	size_t npages = pg->len / PAGE, *order;
+	tide_pool *pool;
+	uint64_t *p;
+	bool ok = true;
+
+	tide_options_init(&o);
+	o.signal_faults = 1;
+	o.budget = pg->len / 4;
+	o.page_size = PAGE;
+	o.read_ahead = 0;
+	o.odirect = 0;             /* page cache: many reads, quickly */
+	if (tide_pool_create(&pool, &o) < 0)
+		return false;
+	p = tide_map(pool, pg->fd, 0, pg->len, TIDE_PROT_READ, 0);
+	order = malloc(npages * sizeof(*order));
+	if (!p || !order)
+		return false;
+	for (unsigned r = 0; ok && r < rounds; r++) {
+		unsigned seed = r + (unsigned)pg->seed;
+
+		for (size_t i = 0; i < npages; i++)
+			order[i] = i;
+		for (size_t i = npages; i > 1; i--) {
+			size_t j = (size_t)rand_r(&seed) % i, t = order[i - 1];
+
+			order[i - 1] = order[j];
+			order[j] = t;
+		}
+		for (size_t k = 0; ok && k < npages; k++)
+			for (size_t w = order[k] * (PAGE / 8); w < (order[k] + 1) * (PAGE / 8); w++)
+				if (p[w] != test_word(w, pg->seed)) {
+					ok = false;
+					break;
+				}
+	}
+	free(order);
+	return tide_unmap(p) == 0 && tide_pool_destroy(pool) == 0 && ok;
+}
+
+static void child_pages(void *arg)
+{
+	_exit(page_through(arg, 20) ? 0 : 3);
+}
+
+/* A thread's own ring (its handler's reads) is not shared with a child of
+ * fork: parent and child page their own files at the same time, each
+ * through its own pool, from the thread that forked, and read only their
+ * own bytes. */
+Test(signal, a_forked_child_reads_through_a_ring_of_its_own)
+{
+	struct paging mine = { test_file(4 * MiB, 20), 20, 4 * MiB };
+	struct paging theirs = { test_file(4 * MiB, 21), 21, 4 * MiB };
+	pid_t pid;
+
+	require_sigbus();
+	/* This thread reads through its own ring before the fork... */
+	cr_assert(page_through(&mine, 1), "the parent read a wrong word before the fork");
+	pid = test_child_start(child_pages, &theirs);
+	/* ...and after it, while the child does the same. */
+	cr_expect(page_through(&mine, 20), "the parent read a wrong word while the child paged");
+	cr_expect_eq(test_child_wait(pid, 60000), 0, "the child read a wrong word (3), or hung (-1)");
+	close(mine.fd);
+	close(theirs.fd);
+}
+
 /* ---- SIGBUS that is not tide's ---- */
 
 static sigjmp_buf caught_at;

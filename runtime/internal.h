@@ -310,7 +310,6 @@ struct tide_pool *tide__shard_pick(struct tide_pool *p);  /* for a new region */
 
 /* ---- signal.c: faults served on the faulting thread (TIDE_SIGNAL_FAULTS) ---- */
 int tide__signal_install(void);
-void tide__state_init(struct tide_pool *p);
 /* The state lock: the service thread holds it for each pass, a handler
  * while it serves a fault. `changed`: wake the faults that wait. */
 void tide__state_lock(struct tide_pool *p);

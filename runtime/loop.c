@@ -430,7 +430,7 @@ int tide__pool_start(struct tide_pool **out, const struct tide_options *opts,
 	p->writeback = choose_writeback(p);
 	p->opt.writeback = p->writeback;
 	pthread_mutex_init(&p->lock, NULL);
-	tide__state_init(p);
+	pthread_mutex_init(&p->state, NULL);
 	if (p->opt.verbose && !parent) {
 		tide__options_print(stderr, &p->opt);
 		tide__info("bounce buffers %zu bytes (%s), write-back %s",

@@ -58,18 +58,6 @@ bool tide__signal_serving(const struct tide_pool *p)
 	return serving == p;
 }
 
-/* Held for a microsecond or two at a time, and a sleeping waiter on the
- * other vCPU costs ~100 us to wake: spin a little before sleeping. */
-void tide__state_init(struct tide_pool *p)
-{
-	pthread_mutexattr_t a;
-
-	pthread_mutexattr_init(&a);
-	pthread_mutexattr_settype(&a, PTHREAD_MUTEX_ADAPTIVE_NP);
-	pthread_mutex_init(&p->state, &a);
-	pthread_mutexattr_destroy(&a);
-}
-
 void tide__state_lock(struct tide_pool *p)
 {
 	pthread_mutex_lock(&p->state);

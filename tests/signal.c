@@ -28,31 +28,38 @@ static void require_sigbus(void)
 		cr_skip_test("kernel lacks UFFD_FEATURE_SIGBUS (4.14+)");
 }
 
+static void signal_options(struct tide_options *o, size_t budget)
+{
+	tide_options_init(o);
+	o->signal_faults = 1;
+	o->budget = budget;
+	o->page_size = PAGE;
+	o->read_ahead = 0;          /* every page is a demand fault */
+	o->flush_interval_ms = 0;
+	o->wake_poll_us = 0;
+	o->spin_us = 0;
+}
+
 static tide_pool *signal_pool(size_t budget)
 {
 	struct tide_options o;
 	tide_pool *pool;
 	int ret;
 
-	tide_options_init(&o);
-	o.signal_faults = 1;
-	o.budget = budget;
-	o.page_size = PAGE;
-	o.read_ahead = 0;          /* every page is a demand fault */
-	o.flush_interval_ms = 0;
-	o.wake_poll_us = 0;
-	o.spin_us = 0;
+	signal_options(&o, budget);
 	ret = tide_pool_create(&pool, &o);
 	cr_assert_eq(ret, 0, "tide_pool_create: %s", tide_last_error());
 	return pool;
 }
 
-/* A permutation of 0..n-1, so no run looks sequential. */
+/* A permutation of 0..n-1, so no run looks sequential; NULL without memory
+ * (no Criterion assert: a forked child uses it too). */
 static size_t *shuffled(size_t n, unsigned seed)
 {
 	size_t *v = malloc(n * sizeof(*v));
 
-	cr_assert_not_null(v);
+	if (!v)
+		return NULL;
 	for (size_t i = 0; i < n; i++)
 		v[i] = i;
 	for (size_t i = n; i > 1; i--) {
@@ -79,6 +86,7 @@ Test(signal, faults_are_served_on_the_faulting_thread)
 	p = tide_map(pool, fd, 0, len, TIDE_PROT_READ, 0);
 	cr_assert_not_null(p, "%s", tide_last_error());
 	order = shuffled(npages, 5);
+	cr_assert_not_null(order);
 	/* The map request is answered: the service thread is going to sleep. */
 	cr_assert_eq(test_threads_named("tide-service", &before, 1), 1);
 	for (size_t k = 0; k < npages; k++) {
@@ -122,6 +130,8 @@ static void *write_words(void *arg)
 	struct writer *w = arg;
 	size_t *order = shuffled(w->npages, 100 + w->id);
 
+	if (!order)
+		return w;               /* the writer joining says so */
 	for (size_t k = 0; k < w->npages; k++) {
 		uint64_t *page = w->base + order[k] * (PAGE / 8);
 
@@ -151,8 +161,12 @@ Test(signal, writes_from_many_threads_survive_eviction)
 		w[i] = (struct writer){ p, len / PAGE, i };
 		cr_assert_eq(pthread_create(&t[i], NULL, write_words, &w[i]), 0);
 	}
-	for (unsigned i = 0; i < WRITERS; i++)
-		pthread_join(t[i], NULL);
+	for (unsigned i = 0; i < WRITERS; i++) {
+		void *failed;
+
+		pthread_join(t[i], &failed);
+		cr_assert_null(failed, "writer %u had no memory for its page order", i);
+	}
 	st = test_stats(pool);
 	cr_expect_gt(st.evictions_dirty, 0, "the pool never wrote a page back to make room");
 	cr_expect_gt(st.faults_signal, len / PAGE);
@@ -214,42 +228,31 @@ struct paging {
 static bool page_through(const struct paging *pg, unsigned rounds)
 {
 	struct tide_options o;
-	size_t npages = pg->len / PAGE, *order;
+	size_t npages = pg->len / PAGE;
 	tide_pool *pool;
 	uint64_t *p;
 	bool ok = true;
 
-	tide_options_init(&o);
-	o.signal_faults = 1;
-	o.budget = pg->len / 4;
-	o.page_size = PAGE;
-	o.read_ahead = 0;
+	signal_options(&o, pg->len / 4);
 	o.odirect = 0;             /* page cache: many reads, quickly */
 	if (tide_pool_create(&pool, &o) < 0)
 		return false;
 	p = tide_map(pool, pg->fd, 0, pg->len, TIDE_PROT_READ, 0);
-	order = malloc(npages * sizeof(*order));
-	if (!p || !order)
+	if (!p)
 		return false;
 	for (unsigned r = 0; ok && r < rounds; r++) {
-		unsigned seed = r + (unsigned)pg->seed;
+		size_t *order = shuffled(npages, r + (unsigned)pg->seed);
 
-		for (size_t i = 0; i < npages; i++)
-			order[i] = i;
-		for (size_t i = npages; i > 1; i--) {
-			size_t j = (size_t)rand_r(&seed) % i, t = order[i - 1];
-
-			order[i - 1] = order[j];
-			order[j] = t;
-		}
+		if (!order)
+			return false;
 		for (size_t k = 0; ok && k < npages; k++)
 			for (size_t w = order[k] * (PAGE / 8); w < (order[k] + 1) * (PAGE / 8); w++)
 				if (p[w] != test_word(w, pg->seed)) {
 					ok = false;
 					break;
 				}
+		free(order);
 	}
-	free(order);
 	return tide_unmap(p) == 0 && tide_pool_destroy(pool) == 0 && ok;
 }
 

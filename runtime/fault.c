@@ -32,57 +32,89 @@ static void wait_for_room(struct tide_pool *p, struct region *r, uint64_t page, 
 }
 
 /* The read-ahead window: TIDE_READ_AHEAD pages, at most RA_MAX_BYTES (so a
- * 2 MiB-page region reads two pages ahead). Adjacent pages go in one read,
- * so the window is a few large I/Os, not one per page. */
+ * 2 MiB-page region reads two pages ahead) and at most an eighth of the
+ * budget, so that making room for it never evicts what the app is about to
+ * use. Adjacent pages go in one read, so the window is a few large I/Os,
+ * not one per page. */
 #define RA_MAX_BYTES (4u << 20)
 
 static uint64_t ra_window(const struct tide_pool *p, const struct region *r)
 {
-	uint64_t n = p->opt.read_ahead;
+	uint64_t n = p->opt.read_ahead, max = RA_MAX_BYTES;
 
-	if (n > RA_MAX_BYTES / r->page_size)
-		n = RA_MAX_BYTES / r->page_size;
+	if (max > p->opt.budget / 8)
+		max = p->opt.budget / 8;
+	if (n > max / r->page_size)
+		n = max / r->page_size;
 	return n;
 }
 
-/* Fill the missing pages of [from, to] ahead of a run, adjacent ones in one
- * read, within the room below the high watermark. Reads of pages filled
- * ahead do not fault, so the run's next demand fault is the first page past
- * what was filled: it continues the run. */
+/* Read missing pages from *q on, up to `to`, adjacent ones in one read,
+ * while there is room below the high watermark. *last gets the first page
+ * of the last read started. */
+static void ra_issue(struct tide_pool *p, struct region *r, uint64_t *q, uint64_t to,
+		     uint64_t *last)
+{
+	while (*q <= to) {
+		uint64_t room = tide__pool_ahead_room(p) / r->page_size;
+		uint32_t n = 0;
+		int ret;
+
+		if (tide__slot(r, *q) != TIDE_NO_FRAME) {
+			(*q)++;
+			continue;
+		}
+		while (*q + n <= to && n < tide__fill_run_max(r) && n < room &&
+		       tide__slot(r, *q + n) == TIDE_NO_FRAME)
+			n++;
+		if (!n)
+			return;
+		ret = tide__fill_run(p, r, *q, n, r->seq_write, FILL_READAHEAD, 0);
+		if (ret > 0) {
+			*last = *q;
+			*q += (uint64_t)ret;
+		}
+		if (ret < (int)n)
+			return;
+	}
+}
+
+/* Fill the missing pages of [from, to] ahead of a run, within the room
+ * below the high watermark. Reads of pages filled ahead do not fault, so
+ * the run's next demand fault is the first page past what was filled: it
+ * continues the run. The first page still being read from half a window
+ * before the new end on is the run's trigger (fill.c): its fault tops the
+ * window up early. */
 static void ra_fill(struct tide_pool *p, struct region *r, uint64_t from, uint64_t to)
 {
-	uint64_t q = from, want;
+	uint64_t q = from, half = ra_window(p, r) / 2, last = UINT64_MAX;
 
 	if (to >= r->npages)
 		to = r->npages - 1;
 	if (from > to)
 		return;
-	/* A full pool evicts for read-ahead too: waiting for the next demand
-	 * fault to reclaim would let the disk queue drain first, once per
-	 * reclaim cycle. Not when the window is a large share of a small
-	 * pool, where it would evict what the app is about to use. */
-	want = (to - from + 1) << r->page_shift;
-	if (want <= p->opt.budget / 8)
-		tide__pool_reclaim_for(p, want);
-	while (q <= to) {
-		uint64_t room = tide__pool_ahead_room(p) / r->page_size;
-		uint32_t n = 0;
-		int ret;
+	/* What fits goes to the disk first. Then a full pool evicts for the
+	 * rest: waiting for the next demand fault to reclaim would let the
+	 * queue drain, once per reclaim cycle. */
+	ra_issue(p, r, &q, to, &last);
+	if (q <= to) {
+		tide__ring_push(p);
+		tide__pool_reclaim_for(p, (to - q + 1) << r->page_shift);
+		ra_issue(p, r, &q, to, &last);
+	}
+	if (last != UINT64_MAX) {
+		uint64_t t = q > half ? q - half : 0;
 
-		if (tide__slot(r, q) != TIDE_NO_FRAME) {
-			q++;
-			continue;
+		if (t <= r->seq_at)
+			t = r->seq_at + 1;
+		for (; t < q; t++) {
+			uint32_t f = tide__slot(r, t);
+
+			if (f != TIDE_NO_FRAME && tide__frame(p, f)->state == FRAME_FILLING) {
+				tide__frame(p, f)->trigger = 1;
+				break;
+			}
 		}
-		while (q + n <= to && n < tide__fill_run_max(r) && n < room &&
-		       tide__slot(r, q + n) == TIDE_NO_FRAME)
-			n++;
-		if (!n)
-			break;
-		ret = tide__fill_run(p, r, q, n, r->seq_write, FILL_READAHEAD, 0);
-		if (ret > 0)
-			q += (uint64_t)ret;
-		if (ret < (int)n)
-			break;
 	}
 	if (q > r->next_seq_page)
 		r->next_seq_page = q;
@@ -103,15 +135,19 @@ static void read_ahead(struct tide_pool *p, struct region *r, uint64_t page, boo
 	} else {
 		r->seq_run = 0;
 		r->seq_write = write && (r->prot & TIDE_PROT_WRITE);
+		/* The run is over: its trigger is just a page read ahead. */
+		tide__fill_unstage(p, r);
 	}
 	r->next_seq_page = page + 1;
+	r->seq_at = page;
 	if (n && r->seq_run >= 2)
 		ra_fill(p, r, page + 1, page + n);
 }
 
-/* The app caught up with a page still arriving inside the run's window:
- * top the window up from where it ends, so the queue stays full instead of
- * draining until the run faults past its end. */
+/* The app caught up with a page still arriving inside the run's window, or
+ * reached its trigger, or waits for a read that just completed: top the
+ * window up from where it ends, so the queue stays full instead of draining
+ * until the run faults past its end. */
 static void read_ahead_more(struct tide_pool *p, struct region *r, uint64_t page)
 {
 	uint64_t n = ra_window(p, r);
@@ -122,6 +158,24 @@ static void read_ahead_more(struct tide_pool *p, struct region *r, uint64_t page
 	if (n && r->seq_run >= 2 && page < r->next_seq_page &&
 	    page + n >= r->next_seq_page + (step ? step - 1 : 0))
 		ra_fill(p, r, r->next_seq_page, page + n);
+}
+
+/*
+ * Read-ahead pages [first, first + n) of r are read, about to go in. When the
+ * run's latest fault is at or before them within the window, the app runs
+ * through them at memory speed as soon as they are in (it outruns the disk
+ * here: 2.6 GB/s of reads, 3.6 GB/s of UFFDIO_COPY, the app faster still),
+ * so the window grows from their end now, before the install, and the disk
+ * has the next reads while the service thread copies. Waiting for the next
+ * fault instead left the disk idle during every install: 1.4 GB/s.
+ */
+void tide__read_ahead_done(struct tide_pool *p, struct region *r, uint64_t first, uint32_t n)
+{
+	uint64_t w = ra_window(p, r), last = first + n - 1;
+
+	if (w && r->seq_run >= 2 && last >= r->seq_at && last <= r->seq_at + 2 * w &&
+	    last < r->next_seq_page)
+		read_ahead_more(p, r, last);
 }
 
 static void fault_wp(struct tide_pool *p, struct region *r, uint64_t page, uint64_t now)
@@ -187,7 +241,16 @@ void tide__fault(struct tide_pool *p, const struct uffd_msg *m, uint64_t now)
 		struct frame *fr = tide__frame(p, f);
 
 		p->st.c.faults_coalesced++;
-		if (fr->state == FRAME_FILLING) {
+		if (fr->state == FRAME_STAGED) {
+			/* The run's trigger: more ahead first, then the page. */
+			r->seq_at = page;
+			fr->want_write |= write;
+			fr->t_fault = now;
+			read_ahead_more(p, r, page);
+			tide__fill_unstage(p, r);
+		} else if (fr->state == FRAME_FILLING) {
+			if (r->seq_run >= 2 && page < r->next_seq_page && page > r->seq_at)
+				r->seq_at = page;
 			fr->want_write |= write;
 			if (!fr->t_fault)
 				fr->t_fault = now;
@@ -218,9 +281,12 @@ int tide__waiters_run(struct tide_pool *p)
 		if (f != TIDE_NO_FRAME) {
 			struct frame *fr = tide__frame(p, f);
 
-			if (fr->state == FRAME_FILLING)
+			if (fr->state == FRAME_FILLING) {
 				fr->want_write |= pf->write;
-			else
+			} else if (fr->state == FRAME_STAGED) {
+				fr->want_write |= pf->write;
+				tide__fill_unstage(p, r);
+			} else
 				tide__uffd_wake(p->uffd, tide__page_addr(r, pf->page), r->page_size);
 		} else if (tide__fill_start(p, r, pf->page, pf->write, FILL_DEMAND, pf->t_fault) < 0) {
 			uint64_t before = p->resident;

@@ -130,6 +130,8 @@ int tide__ring_init(struct tide_pool *p);
 void tide__ring_fini(struct tide_pool *p);
 void tide__ring_set_service(struct tide_pool *p);
 bool tide__on_service_thread(const struct tide_pool *p);
+/* Submit the queued requests now if this is p's service thread itself. */
+void tide__ring_push(struct tide_pool *p);
 /* A fault handler acts for p's service thread (under p->state): returns
  * whom the thread acted for before, to give back to tide__ring_restore. */
 struct tide_pool *tide__ring_service(struct tide_pool *p);
@@ -160,6 +162,8 @@ enum frame_state {
 	FRAME_CLEAN,             /* resident, write-protected, same as the store */
 	FRAME_DIRTY,             /* resident, writable, newer than the store */
 	FRAME_WRITEBACK,         /* write-protected, write to the store in flight */
+	FRAME_STAGED,            /* read ahead, held in bounce memory, not yet mapped:
+	                          * the run's trigger, installed by the fault on it */
 };
 
 struct frame {
@@ -173,6 +177,7 @@ struct frame {
 	uint8_t redirtied;       /* a write arrived while the page was written back */
 	uint8_t prefetch;        /* enum fill_kind of the fill */
 	uint8_t held;            /* filled by a fault handler that has not returned yet */
+	uint8_t trigger;         /* read-ahead: staged when read unless a fault waits */
 	uint64_t t_fault;        /* when the fault was read (latency) */
 };
 
@@ -212,7 +217,10 @@ struct region {
 	unsigned backoff_ms;     /* the wait after the last failure, doubling */
 	uint64_t next_seq_page;  /* read-ahead: the page a sequential run faults next */
 	unsigned seq_run;
+	uint64_t seq_at;         /* the run's latest fault */
 	bool seq_write;          /* every fault of the run was a write */
+	uint64_t staged_page;    /* the run's FRAME_STAGED page, when staged_buf */
+	void *staged_buf;        /* its data, in bounce memory */
 	bool dying;
 };
 static inline char *tide__page_addr(struct region *r, uint64_t page)
@@ -248,6 +256,12 @@ int tide__fill_run(struct tide_pool *p, struct region *r, uint64_t page, uint32_
 		   enum fill_kind prefetch, uint64_t t_fault);
 int tide__fill_start(struct tide_pool *p, struct region *r, uint64_t page, bool write,
 		     enum fill_kind kind, uint64_t t_fault);
+/* Read-ahead pages of r were read (fill.c): keep the run's window full. */
+void tide__read_ahead_done(struct tide_pool *p, struct region *r, uint64_t first, uint32_t n);
+/* Install r's staged page now (a fault on it, or its run is over). */
+void tide__fill_unstage(struct tide_pool *p, struct region *r);
+/* Let the staged page go without installing it (the region goes). */
+void tide__fill_unstage_drop(struct tide_pool *p, struct region *r);
 int tide__waiters_run(struct tide_pool *p);      /* retry faults that waited for room; served */
 void tide__waiters_forget(struct tide_pool *p, struct region *r);
 
@@ -399,6 +413,7 @@ struct tide_pool {
 	uint64_t dirty;
 	uint64_t inflight;        /* store operations started */
 	uint64_t prefetch_inflight;
+	uint64_t staged;          /* bytes of bounce memory held by staged pages */
 	uint64_t waiting_bytes;   /* pages the waiting faults need */
 	struct tide_io *backlog, **backlog_tail;
 	struct pending_fault *waiting, **waiting_tail;

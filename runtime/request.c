@@ -131,6 +131,7 @@ void tide__flush_written(struct tide_pool *p, struct request *req)
 static void region_release(struct tide_pool *p, struct region *r)
 {
 	tide__waiters_forget(p, r);
+	tide__fill_unstage_drop(p, r);
 	tide__uffd_unregister(p->uffd, r->base, r->length);
 	for (uint32_t f = 0; f < p->frames_cap && r->resident; f++)
 		if (p->frames[f].region == r && p->frames[f].state != FRAME_FREE)

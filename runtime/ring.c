@@ -185,6 +185,17 @@ int tide__ring_submit(struct tide_pool *p)
 	return io_uring_sq_ready(&p->ring) ? io_uring_submit(&p->ring) : 0;
 }
 
+/* Submit what is queued now, on the pool's own service thread; a fault
+ * handler acting for it leaves the queue to the loop (io_uring ties a
+ * request to the thread that submits it). */
+void tide__ring_push(struct tide_pool *p)
+{
+	uv_thread_t self = uv_thread_self();
+
+	if (uv_thread_equal(&self, &p->thread))
+		tide__ring_submit(p);
+}
+
 int tide__ring_reap(struct tide_pool *p)
 {
 	struct io_uring_cqe *cqe;

@@ -177,6 +177,12 @@ static bool serve(struct tide_pool *p, uintptr_t addr, const void *uc)
 			continue;
 		}
 		state = tide__frame(p, f)->state;
+		if (state == FRAME_STAGED) {
+			/* A run's read-ahead trigger: the fault installs it. */
+			fault_once(p, addr, known ? flags & ~(uint64_t)UFFD_PAGEFAULT_FLAG_WP : 0, now);
+			asked = true;
+			continue;
+		}
 		if (state == FRAME_FILLING) {
 			wait_change(p);
 			continue;

@@ -101,6 +101,22 @@ Test(evict, sequential_reads_ahead_and_drops_in_runs, .init = setup, .fini = tea
 		      (unsigned long)s.drop_calls, (unsigned long)s.evictions);
 }
 
+/* A run's window is topped up before the app reaches its end (the trigger
+ * page half a window back, or the reads completing while the app waits on
+ * them): after the first faults of the scan, no page is ever read on
+ * demand. Without it every window ended in one (LEN / 1 MiB of them). */
+Test(evict, sequential_scan_never_waits_on_a_demand_read, .init = setup, .fini = teardown)
+{
+	struct tide_stats s;
+
+	for (uint64_t pg = 0; pg < LEN / (4 * KiB); pg++)
+		read_page(pg);
+	cr_assert_eq(tide_pool_stats(pool, &s), 0);
+	cr_expect_leq(s.fills - s.prefetched, 4, "%lu pages read on demand in a scan of %lu",
+		      (unsigned long)(s.fills - s.prefetched), (unsigned long)(LEN / (4 * KiB)));
+	cr_expect_geq(s.fills, LEN / (4 * KiB));
+}
+
 Test(evict, random_pays_no_read_ahead, .init = setup, .fini = teardown)
 {
 	uint64_t x = 88172645463325252ull, npages = LEN / (4 * KiB);

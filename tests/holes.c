@@ -233,6 +233,9 @@ static void unwritten_dirty_pages(enum tide_writeback wb)
 	/* Reading the far half evicts everything the writer left. */
 	for (size_t pg = npages / 2; pg < npages; pg++)
 		bad += p[pg * words] != 0;
+	/* A flush returns when every write issued before it has completed:
+	 * the evictions' too, which a fault handler may have just started. */
+	cr_assert_eq(tide_flush(p, 0), 0, "%s", tide_last_error());
 	b = test_stats(pool);
 	cr_expect_eq(bad, 0);
 	cr_expect_gt(b.evictions_dirty, written, "%llu dirty evictions for %zu written pages",

@@ -17,15 +17,21 @@
 #include "internal.h"
 
 /*
- * The arena sits on 2 MiB boundaries and asks for transparent huge pages.
- * A read or write of a span inside one huge page is one physically
- * contiguous segment, and io_uring registers a huge page as one: the disk
- * gets few large segments instead of one per 4 KiB. On this VM's virtio
- * disk that is most of the bandwidth (io_uring O_DIRECT sequential reads,
- * 64 KiB at QD32: 2.6-2.7 GB/s from a huge-page buffer, 1.8-1.9 GB/s from
- * 4 KiB pages, in alternating runs). Without THP it is plain pages.
+ * The arena sits on 2 MiB boundaries. Its lower half asks for transparent
+ * huge pages, its upper half for plain ones, and each direction starts from
+ * the half that suits it (spilling into the other when it is full):
+ *  - fills read into the huge-page half. A read into a span inside one huge
+ *    page is one physically contiguous segment, and this VM's virtio disk is
+ *    much faster for it (io_uring O_DIRECT sequential reads, 64 KiB at QD32:
+ *    2.6-2.7 GB/s from a huge-page buffer, 1.8-1.9 GB/s from 4 KiB pages;
+ *    tide's sequential fill 2.4-2.5 against 1.0-1.7, alternating runs);
+ *  - write-back writes from the plain half: the fixed path's writes into a
+ *    new file ran 1.5 GB/s from huge pages against 2.0-2.2 from plain ones
+ *    (five times the context switches; not understood), while raw io_uring
+ *    writes were no slower from huge pages.
+ * Without THP both halves are plain pages.
  */
-static char *arena_map(size_t size)
+static char *arena_map(size_t size, size_t huge)
 {
 	size_t align = TIDE_MAX_PAGE;
 	char *raw = mmap(NULL, size + align, PROT_READ | PROT_WRITE,
@@ -39,7 +45,9 @@ static char *arena_map(size_t size)
 		munmap(raw, (size_t)(base - raw));
 	if (raw + align > base)
 		munmap(base + size, (size_t)(raw + align - base));
-	madvise(base, size, MADV_HUGEPAGE);
+	if (huge)
+		madvise(base, huge, MADV_HUGEPAGE);
+	madvise(base + huge, size - huge, MADV_NOHUGEPAGE);
 	/* Populated now: the service thread should not take these faults. */
 	if (madvise(base, size, MADV_POPULATE_WRITE) < 0)
 		memset(base, 0, size);
@@ -54,7 +62,8 @@ int tide__bounce_init(struct tide__bounce *b, size_t size)
 	b->map = calloc((b->nunits + 63) / 64, sizeof(uint64_t));
 	if (!b->map)
 		return -ENOMEM;
-	b->base = arena_map(size);
+	b->split = size / 2 / TIDE_MAX_PAGE * TIDE_MAX_PAGE / b->unit;
+	b->base = arena_map(size, b->split * b->unit);
 	if (!b->base) {
 		free(b->map);
 		return -ENOMEM;
@@ -95,27 +104,18 @@ static void *units_take(struct tide__bounce *b, size_t first, size_t n)
 	return b->base + first * b->unit;
 }
 
-/*
- * A free span of whole `piece`-sized pieces (a page) starting at a multiple
- * of the piece: the first span `max` bytes long, else the longest there is,
- * so a run of dirty pages that finds the arena busy leaves as a shorter run
- * instead of waiting. *len gets the span's length; NULL when not even one
- * piece is free.
- *
- * Spans start at a multiple of their page size, so a large page never
- * straddles a smaller page's slot in a way that fragments the arena for the
- * next large request.
- */
-void *tide__bounce_get_span(struct tide__bounce *b, size_t piece, size_t max, size_t *len)
-{
-	size_t align = piece / b->unit, want = max / b->unit / align * align;
-	size_t run = 0, best = 0, best_first = 0, free_units = b->nunits - b->used;
+struct scan {
+	size_t align, want;      /* in units */
+	size_t best, best_first; /* the longest free span seen, in whole pieces */
+};
 
-	if (align == 0 || want == 0 || free_units < align)
-		return NULL;
-	if (want > free_units)
-		want = free_units / align * align;
-	for (size_t i = 0; i < b->nunits; i++) {
+/* First fit of `want` units in [from, to), spans starting at a multiple of
+ * the piece; the longest shorter span is remembered in sc. */
+static void *span_scan(struct tide__bounce *b, struct scan *sc, size_t from, size_t to)
+{
+	size_t run = 0, align = sc->align;
+
+	for (size_t i = from; i < to; i++) {
 		if (run == 0 && i % align)
 			continue;
 		if (i % 64 == 0 && b->map[i / 64] == UINT64_MAX && run == 0) {
@@ -123,39 +123,75 @@ void *tide__bounce_get_span(struct tide__bounce *b, size_t piece, size_t max, si
 			continue;
 		}
 		/* A megabyte span is 256 units: take free words whole. */
-		if (i % 64 == 0 && b->map[i / 64] == 0 && run + 64 < want && i + 64 <= b->nunits) {
+		if (i % 64 == 0 && b->map[i / 64] == 0 && run + 64 < sc->want && i + 64 <= to) {
 			run += 64;
 			i += 63;
 			continue;
 		}
 		if (unit_used(b, i)) {
-			if (run / align * align > best) {
-				best = run / align * align;
-				best_first = i - run;
+			if (run / align * align > sc->best) {
+				sc->best = run / align * align;
+				sc->best_first = i - run;
 			}
 			run = 0;
 			continue;
 		}
-		if (++run == want) {
-			*len = want * b->unit;
-			return units_take(b, i + 1 - want, want);
-		}
+		if (++run == sc->want)
+			return units_take(b, i + 1 - sc->want, sc->want);
 	}
-	if (run / align * align > best) {
-		best = run / align * align;
-		best_first = b->nunits - run;
+	if (run / align * align > sc->best) {
+		sc->best = run / align * align;
+		sc->best_first = to - run;
 	}
-	if (!best)
-		return NULL;
-	*len = best * b->unit;
-	return units_take(b, best_first, best);
+	return NULL;
 }
 
+/*
+ * A free span of whole `piece`-sized pieces (a page) starting at a multiple
+ * of the piece, looked for from unit `start` on, then anywhere: the first
+ * span `max` bytes long, else the longest there is, so a run of dirty pages
+ * that finds the arena busy leaves as a shorter run instead of waiting.
+ * *len gets the span's length; NULL when not even one piece is free.
+ *
+ * Spans start at a multiple of their page size, so a large page never
+ * straddles a smaller page's slot in a way that fragments the arena for the
+ * next large request.
+ */
+static void *span_get(struct tide__bounce *b, size_t start, size_t piece, size_t max, size_t *len)
+{
+	struct scan sc = { .align = piece / b->unit, .want = max / b->unit };
+	size_t free_units = b->nunits - b->used;
+	void *s;
+
+	if (sc.align == 0 || sc.want < sc.align || free_units < sc.align)
+		return NULL;
+	sc.want = sc.want / sc.align * sc.align;
+	if (sc.want > free_units)
+		sc.want = free_units / sc.align * sc.align;
+	/* From start on first, then the whole arena (a span may cross the middle). */
+	if ((s = span_scan(b, &sc, start, b->nunits)) ||
+	    (start && (s = span_scan(b, &sc, 0, b->nunits)))) {
+		*len = sc.want * b->unit;
+		return s;
+	}
+	if (!sc.best)
+		return NULL;
+	*len = sc.best * b->unit;
+	return units_take(b, sc.best_first, sc.best);
+}
+
+/* Write-back: from the plain half first. */
+void *tide__bounce_get_span(struct tide__bounce *b, size_t piece, size_t max, size_t *len)
+{
+	return span_get(b, b->split, piece, max, len);
+}
+
+/* Fills: from the huge-page half first, exactly len bytes. */
 void *tide__bounce_get(struct tide__bounce *b, size_t len)
 {
 	size_t got;
 
-	return tide__bounce_get_span(b, len, len, &got);
+	return span_get(b, 0, len, len, &got);
 }
 
 void tide__bounce_put(struct tide__bounce *b, void *p, size_t len)

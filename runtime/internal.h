@@ -107,6 +107,7 @@ struct tide__bounce {
 	uint64_t *map;           /* one bit per unit, 1 = in use */
 	size_t nunits;
 	size_t used;             /* units in use */
+	size_t split;            /* units below it in huge pages (fills), above plain */
 	bool registered;         /* io_uring fixed buffer index 0 */
 };
 int tide__bounce_init(struct tide__bounce *b, size_t size);

@@ -63,7 +63,7 @@ const struct tide__option tide__options[] = {
 	OPT_RANGE(SERVICE_THREADS, "1", 1, TIDE_MAX_SHARDS, "service threads, 1-64; N > 1 splits the pool into N shards, each with its own service thread pinned to one CPU, userfaultfd, io_uring ring, bounce buffers and 1/N of the budget; a region is served by the shard on the CPU that maps it (else round robin); see docs/design.md, Shards"),
 	OPT(SIGNAL_FAULTS, OPT_BOOL, "0", "serve each fault on the thread that took it, in a SIGBUS handler (UFFD_FEATURE_SIGBUS), not on the service thread: no context switch per fault, but a system call that touches a page not in memory fails with EFAULT instead of waiting; see docs/design.md, Faults on the faulting thread"),
 	OPT(ODIRECT, OPT_BOOL, "1", "open file stores with O_DIRECT where the filesystem allows"),
-	OPT(READ_AHEAD, OPT_UINT, "256", "pages filled ahead of a sequential run of faults, at most 4 MiB, in reads of up to 512 KiB; 0 turns it off"),
+	OPT(READ_AHEAD, OPT_UINT, "256", "pages filled ahead of a sequential run of faults, at most 4 MiB and an eighth of the budget, in reads of up to 512 KiB; 0 turns it off"),
 	OPT(WATCHDOG, OPT_UINT, "0", "debug: report a service loop stuck for this many seconds with faults pending"),
 	OPT(VERBOSE, OPT_BOOL, "0", "print the effective settings when a pool starts"),
 	OPT_PRE(MIN, OPT_SIZE, min, "64M", "LD_PRELOAD (tide run): smallest file mapping tide takes; smaller ones go to the kernel (docs/preload.md)"),

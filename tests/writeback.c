@@ -150,39 +150,42 @@ Test(writeback, page_larger_than_write_max)
 }
 
 /* The bounce arena gives a run the span it asks for, else the longest free
- * span at a multiple of the page size, else nothing. */
+ * span at a multiple of the page size, else nothing. Write-back starts in
+ * the upper (plain) half, fills in the lower (huge-page) half. */
 Test(writeback, bounce_span_falls_back)
 {
 	struct tide__bounce b;
-	char *whole, *one, *rest;
+	char *whole, *one, *rest, *tail;
 	size_t len = 0;
 
 	cr_assert_eq(tide__bounce_init(&b, 4 * MiB), 0);
+	cr_expect_eq(b.split * b.unit, 2 * MiB);
 	whole = tide__bounce_get_span(&b, 4 * KiB, 1 * MiB, &len);
-	cr_expect_eq(whole, b.base);
+	cr_expect_eq(whole, b.base + 2 * MiB, "write-back not from the plain half");
 	cr_expect_eq(len, 1 * MiB);
 	one = tide__bounce_get(&b, 4 * KiB);
-	cr_expect_eq(one, b.base + 1 * MiB);
+	cr_expect_eq(one, b.base, "a fill not from the huge-page half");
+	/* Free: [4K, 2M) and [3M, 4M). */
 	rest = tide__bounce_get_span(&b, 4 * KiB, 8 * MiB, &len);
-	cr_expect_eq(rest, b.base + 1 * MiB + 4 * KiB, "not the longest free span");
-	cr_expect_eq(len, 3 * MiB - 4 * KiB);
+	cr_expect_eq(rest, b.base + 4 * KiB, "not the longest free span");
+	cr_expect_eq(len, 2 * MiB - 4 * KiB);
+	tail = tide__bounce_get_span(&b, 4 * KiB, 8 * MiB, &len);
+	cr_expect_eq(tail, b.base + 3 * MiB);
+	cr_expect_eq(len, 1 * MiB);
 	cr_expect_null(tide__bounce_get_span(&b, 4 * KiB, 4 * KiB, &len), "the arena is full");
 	tide__bounce_put(&b, whole, 1 * MiB);
-	tide__bounce_put(&b, rest, 3 * MiB - 4 * KiB);
+	tide__bounce_put(&b, rest, 2 * MiB - 4 * KiB);
+	tide__bounce_put(&b, tail, 1 * MiB);
 
-	/* 64 KiB pages start at a multiple of 64 KiB: the longest span is
-	 * past the 4 KiB page at 1 MiB, from 1 MiB + 64 KiB on. */
+	/* 64 KiB pages start at a multiple of 64 KiB: past the 4 KiB page at
+	 * the start, the whole rest, across the middle, from 64 KiB on. */
 	rest = tide__bounce_get_span(&b, 64 * KiB, 4 * MiB, &len);
-	cr_expect_eq(rest, b.base + 1 * MiB + 64 * KiB);
-	cr_expect_eq(len, 3 * MiB - 64 * KiB);
-	whole = tide__bounce_get_span(&b, 64 * KiB, 4 * MiB, &len);
-	cr_expect_eq(whole, b.base);
-	cr_expect_eq(len, 1 * MiB);
+	cr_expect_eq(rest, b.base + 64 * KiB);
+	cr_expect_eq(len, 4 * MiB - 64 * KiB);
 	cr_expect_null(tide__bounce_get_span(&b, 64 * KiB, 64 * KiB, &len),
 		       "15 free 4 KiB units hold no 64 KiB page");
 	tide__bounce_put(&b, one, 4 * KiB);
-	tide__bounce_put(&b, whole, 1 * MiB);
-	tide__bounce_put(&b, rest, 3 * MiB - 64 * KiB);
+	tide__bounce_put(&b, rest, 4 * MiB - 64 * KiB);
 	cr_expect_eq(b.used, 0);
 	tide__bounce_fini(&b);
 }

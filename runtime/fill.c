@@ -176,8 +176,10 @@ static void install_all(struct tide_pool *p, struct fill *fl)
  * page table when its read completes, its data held in bounce memory: the
  * app's fault on it is served at once, from there, and tops the window up
  * while the rest of it is still ahead (the kernel's PG_readahead, by other
- * means). One staged page per region, and at most an eighth of the bounce
- * arena in all; past that the page is just installed.
+ * means). One staged page per region (a newer one installs the older), at
+ * most an eighth of the bounce arena in all; past that the page is just
+ * installed, and so it is when a fault waits on this read (the app is here
+ * and would fault on the staged page at once).
  */
 static uint32_t fill_trigger(struct tide_pool *p, const struct fill *fl, bool waited)
 {

@@ -117,6 +117,54 @@ Test(evict, sequential_scan_never_waits_on_a_demand_read, .init = setup, .fini =
 	cr_expect_geq(s.fills, LEN / (4 * KiB));
 }
 
+/*
+ * The trigger page itself: once a run's reads are in (tide_prefetch waits
+ * for read-ahead in flight), exactly one page inside what was read is not
+ * mapped. The first touch of it, a write here, is served from bounce memory,
+ * not read on demand, and the written byte reaches the file.
+ */
+Test(evict, the_trigger_page_waits_outside_the_page_table, .fini = teardown)
+{
+	size_t ps = 4 * KiB, npages = LEN / ps, hole = 0, holes = 0, end = 0;
+	unsigned char *in = malloc(npages);
+	struct tide_stats a, b;
+	uint64_t word, *disk = malloc(ps);
+
+	map = pool_and_map(TIDE_PROT_READ | TIDE_PROT_WRITE);
+	cr_assert(in && disk);
+	for (uint64_t pg = 0; pg < 3; pg++)
+		read_page(pg);
+	cr_assert_eq(tide_prefetch(map, ps), 0, "%s", tide_last_error());
+	cr_assert_eq(mincore(map, LEN, in), 0);
+	for (size_t pg = 0; pg < npages; pg++)
+		if (in[pg] & 1)
+			end = pg + 1;
+	for (size_t pg = 0; pg < end; pg++)
+		if (!(in[pg] & 1)) {
+			hole = pg;
+			holes++;
+		}
+	cr_assert_eq(holes, 1, "%zu pages missing among the %zu read ahead", holes, end);
+	cr_expect_gt(end, 3 + 64, "the run read %zu pages", end);
+	a = test_stats(pool);
+	word = hole * ps / 8;
+	map[word] = ~test_word(word, SEED);
+	b = test_stats(pool);
+	cr_expect_eq(b.faults, a.faults + 1);
+	/* Its data came with the run: no page was read on demand (the top-up
+	 * the fault started reads ahead). */
+	cr_expect_eq(b.fills - b.prefetched, a.fills - a.prefetched, "the trigger page was read again");
+	cr_expect_eq(map[word + 1], test_word(word + 1, SEED));
+	cr_assert_eq(tide_unmap(map), 0, "%s", tide_last_error());
+	map = NULL;
+	test_pread(fd, disk, ps, (off_t)(hole * ps));
+	cr_expect_eq(disk[0], ~test_word(word, SEED), "the write to the trigger page was lost");
+	for (size_t i = 1; i < ps / 8; i++)
+		cr_assert_eq(disk[i], test_word(word + i, SEED), "word %zu of the trigger page", i);
+	free(in);
+	free(disk);
+}
+
 Test(evict, random_pays_no_read_ahead, .init = setup, .fini = teardown)
 {
 	uint64_t x = 88172645463325252ull, npages = LEN / (4 * KiB);

@@ -165,6 +165,21 @@ Test(evict, the_trigger_page_waits_outside_the_page_table, .fini = teardown)
 	free(disk);
 }
 
+/* tide_prefetch maps every page of its range, a run's trigger page too. */
+Test(evict, prefetch_maps_the_trigger_page, .init = setup, .fini = teardown)
+{
+	size_t ps = 4 * KiB, len = 2 * MiB, missing = 0;
+	unsigned char in[2 * MiB / (4 * KiB)];
+
+	for (uint64_t pg = 0; pg < 3; pg++)
+		read_page(pg);
+	cr_assert_eq(tide_prefetch(map, len), 0, "%s", tide_last_error());
+	cr_assert_eq(mincore(map, len, in), 0);
+	for (size_t pg = 0; pg < len / ps; pg++)
+		missing += !(in[pg] & 1);
+	cr_expect_eq(missing, 0, "%zu pages of the prefetched range not mapped", missing);
+}
+
 Test(evict, random_pays_no_read_ahead, .init = setup, .fini = teardown)
 {
 	uint64_t x = 88172645463325252ull, npages = LEN / (4 * KiB);

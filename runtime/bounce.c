@@ -18,17 +18,17 @@
 
 /*
  * The arena sits on 2 MiB boundaries. Its lower half asks for transparent
- * huge pages, its upper half for plain ones, and each direction starts from
- * the half that suits it (spilling into the other when it is full):
- *  - fills read into the huge-page half. A read into a span inside one huge
- *    page is one physically contiguous segment, and this VM's virtio disk is
- *    much faster for it (io_uring O_DIRECT sequential reads, 64 KiB at QD32:
- *    2.6-2.7 GB/s from a huge-page buffer, 1.8-1.9 GB/s from 4 KiB pages;
- *    tide's sequential fill 2.4-2.5 against 1.0-1.7, alternating runs);
- *  - write-back writes from the plain half: the fixed path's writes into a
- *    new file ran 1.5 GB/s from huge pages against 2.0-2.2 from plain ones
- *    (five times the context switches; not understood), while raw io_uring
- *    writes were no slower from huge pages.
+ * huge pages, its upper half for plain ones; fills start in the lower half,
+ * write-back in the upper, and each takes the other half when its own is
+ * full. A read into a span inside one huge page is one physically
+ * contiguous segment, and this VM's virtio disk is much faster for it
+ * (io_uring O_DIRECT sequential reads, 64 KiB at QD32: 2.6-2.7 GB/s from a
+ * huge-page buffer, 1.8-1.9 GB/s from 4 KiB pages; tide's sequential fill
+ * 2.4-2.5 against 1.0-1.7, alternating runs). Why not all of it: the fixed
+ * path's writes into a new file ran 1.3-1.5 GB/s with the whole arena in
+ * huge pages, and with three quarters, against 1.9-2.2 with half, whichever
+ * half the writes started in (five times the context switches; not
+ * understood: raw io_uring writes were 15% faster from huge pages).
  * Without THP both halves are plain pages.
  */
 static char *arena_map(size_t size, size_t huge)

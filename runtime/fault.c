@@ -171,10 +171,9 @@ static void read_ahead_more(struct tide_pool *p, struct region *r, uint64_t page
  */
 void tide__read_ahead_done(struct tide_pool *p, struct region *r, uint64_t first, uint32_t n)
 {
-	uint64_t w = ra_window(p, r), last = first + n - 1;
+	uint64_t last = first + n - 1;
 
-	if (w && r->seq_run >= 2 && last >= r->seq_at && last <= r->seq_at + 2 * w &&
-	    last < r->next_seq_page)
+	if (last >= r->seq_at && last <= r->seq_at + 2 * ra_window(p, r))
 		read_ahead_more(p, r, last);
 }
 
@@ -281,13 +280,13 @@ int tide__waiters_run(struct tide_pool *p)
 		if (f != TIDE_NO_FRAME) {
 			struct frame *fr = tide__frame(p, f);
 
-			if (fr->state == FRAME_FILLING) {
+			if (fr->state == FRAME_FILLING || fr->state == FRAME_STAGED) {
 				fr->want_write |= pf->write;
-			} else if (fr->state == FRAME_STAGED) {
-				fr->want_write |= pf->write;
-				tide__fill_unstage(p, r);
-			} else
+				if (fr->state == FRAME_STAGED)
+					tide__fill_unstage(p, r);
+			} else {
 				tide__uffd_wake(p->uffd, tide__page_addr(r, pf->page), r->page_size);
+			}
 		} else if (tide__fill_start(p, r, pf->page, pf->write, FILL_DEMAND, pf->t_fault) < 0) {
 			uint64_t before = p->resident;
 

@@ -181,29 +181,22 @@ static void install_all(struct tide_pool *p, struct fill *fl)
  * installed, and so it is when a fault waits on this read (the app is here
  * and would fault on the staged page at once).
  */
-static uint32_t fill_trigger(struct tide_pool *p, const struct fill *fl, bool waited)
+static uint32_t fill_trigger(struct tide_pool *p, const struct fill *fl)
 {
-	size_t ps = fl->region->page_size;
 	uint32_t k, at = fl->n;
+	bool waited = false;
 
 	for (k = 0; k < fl->n; k++) {
 		struct frame *fr = tide__frame(p, fl->frames[k]);
 
-		if (fr->trigger && !waited && p->staged + ps <= p->bounce.size / 8)
+		if (fr->trigger)
 			at = k;
 		fr->trigger = 0;
+		waited |= fr->t_fault != 0;
 	}
+	if (waited || p->staged + fl->region->page_size > p->bounce.size / 8)
+		return fl->n;
 	return at;
-}
-
-/* A fault waits on a page of this fill: the app is at it, and would fault
- * on a staged trigger at once. */
-static bool fill_waited(struct tide_pool *p, const struct fill *fl)
-{
-	for (uint32_t k = 0; k < fl->n; k++)
-		if (tide__frame(p, fl->frames[k])->t_fault)
-			return true;
-	return false;
 }
 
 static void fill_stage(struct tide_pool *p, struct fill *fl, uint32_t k)
@@ -257,7 +250,6 @@ static void fill_done(struct tide_io *io, ssize_t res)
 	struct region *r = fl->region;
 	size_t ps = r->page_size, len = (size_t)fl->n * ps;
 	uint32_t i = 0;
-	bool waited;
 
 	r->busy -= fl->n;
 	for (uint32_t k = 0; k < fl->n; k++)
@@ -288,8 +280,7 @@ static void fill_done(struct tide_io *io, ssize_t res)
 		tide__read_ahead_done(p, r, fl->page, fl->n);
 		tide__ring_push(p);   /* the disk reads on while these go in */
 	}
-	waited = fill_waited(p, fl);
-	i = fill_trigger(p, fl, waited);
+	i = fill_trigger(p, fl);
 	if (i < fl->n) {
 		install_span(p, fl, 0, i);
 		install_span(p, fl, i + 1, fl->n);

@@ -310,6 +310,8 @@ void tide__request_start(struct tide_pool *p, struct request *req);
 void tide__loop_stop(struct tide_pool *p);
 void tide__request_finish(struct tide_pool *p, struct request *req, int result);
 void tide__loop_wake_at(struct tide_pool *p, uint64_t when_ns); /* run a pass then */
+/* The calling thread is p's service thread itself (not a handler acting for it). */
+bool tide__loop_thread(const struct tide_pool *p);
 void tide__requests_progress(struct tide_pool *p);
 
 /* One pool with its own service thread: a pool of service_threads = 1, or a

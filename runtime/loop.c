@@ -178,16 +178,22 @@ static void on_retry(uv_timer_t *h)
 	pass(h->data);
 }
 
-void tide__loop_wake_at(struct tide_pool *p, uint64_t when_ns)
+bool tide__loop_thread(const struct tide_pool *p)
 {
 	uv_thread_t self = uv_thread_self();
+
+	return uv_thread_equal(&self, &p->thread);
+}
+
+void tide__loop_wake_at(struct tide_pool *p, uint64_t when_ns)
+{
 	uint64_t now = tide__now_ns(), ms;
 
 	if (p->stopping)
 		return;
 	/* A fault handler acting for the service thread (signal.c) leaves the
 	 * time for the loop's own thread to set: libuv is not thread-safe. */
-	if (!uv_thread_equal(&self, &p->thread)) {
+	if (!tide__loop_thread(p)) {
 		if (!p->wake_due || when_ns < p->wake_due)
 			p->wake_due = when_ns;
 		uv_async_send(&p->wakeup);

@@ -190,9 +190,7 @@ int tide__ring_submit(struct tide_pool *p)
  * request to the thread that submits it). */
 void tide__ring_push(struct tide_pool *p)
 {
-	uv_thread_t self = uv_thread_self();
-
-	if (uv_thread_equal(&self, &p->thread))
+	if (tide__loop_thread(p))
 		tide__ring_submit(p);
 }
 

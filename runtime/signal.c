@@ -164,21 +164,16 @@ static bool serve(struct tide_pool *p, uintptr_t addr, const void *uc)
 			break;
 		page = (addr - (uintptr_t)r->base) >> r->page_shift;
 		f = tide__slot(r, page);
-		if (f == TIDE_NO_FRAME) {
-			if (tide__fault_waiting(p, r, page)) {
+		state = f == TIDE_NO_FRAME ? FRAME_FREE : tide__frame(p, f)->state;
+		if (state == FRAME_FREE || state == FRAME_STAGED) {
+			if (state == FRAME_FREE && tide__fault_waiting(p, r, page)) {
 				wait_change(p);
 				continue;
 			}
 			if (asked)
 				break;
-			/* Not present: a missing fault, whatever the guess said. */
-			fault_once(p, addr, known ? flags & ~(uint64_t)UFFD_PAGEFAULT_FLAG_WP : 0, now);
-			asked = true;
-			continue;
-		}
-		state = tide__frame(p, f)->state;
-		if (state == FRAME_STAGED) {
-			/* A run's read-ahead trigger: the fault installs it. */
+			/* Not present (a run's staged trigger page is not either):
+			 * a missing fault, whatever the guess said. */
 			fault_once(p, addr, known ? flags & ~(uint64_t)UFFD_PAGEFAULT_FLAG_WP : 0, now);
 			asked = true;
 			continue;

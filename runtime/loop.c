@@ -79,24 +79,38 @@ static int pass(struct tide_pool *p)
 		p->wake_due = 0;
 		tide__loop_wake_at(p, due);
 	}
+	/*
+	 * Completions the pass reaps itself need no eventfd, nor the loop's
+	 * wake-up on it later: it is off while the pass runs (a buffered read
+	 * from the page cache completes inside the submit). Back on before the
+	 * loop waits; then whatever completed while it was off is reaped. The
+	 * fence pairs with the kernel's full barrier between publishing a CQE
+	 * and reading the flag (wq_has_sleeper() in io_cqring_wake()): either
+	 * the pass sees the CQE or the kernel sees the eventfd on.
+	 */
 	do {
-		p->doing = "reading faults and filling or evicting";
-		n = drain_uffd(p);
-		p->doing = "starting requests";
-		n += take_requests(p);
-		p->doing = "submitting I/O";
-		tide__ring_submit(p);
-		p->doing = "completing I/O";
-		n += tide__ring_reap(p);
-		n += tide__io_remote_run(p);
-		tide__io_backlog_run(p);
-		p->doing = "retrying faults that waited for room";
-		n += tide__waiters_run(p);
-		p->doing = "advancing flush, unmap and prefetch requests";
-		tide__requests_progress(p);
-		tide__ring_submit(p);
-		work += n;
-	} while (n);
+		io_uring_cq_eventfd_toggle(&p->ring, false);
+		do {
+			p->doing = "reading faults and filling or evicting";
+			n = drain_uffd(p);
+			p->doing = "starting requests";
+			n += take_requests(p);
+			p->doing = "submitting I/O";
+			tide__ring_submit(p);
+			p->doing = "completing I/O";
+			n += tide__ring_reap(p);
+			n += tide__io_remote_run(p);
+			tide__io_backlog_run(p);
+			p->doing = "retrying faults that waited for room";
+			n += tide__waiters_run(p);
+			p->doing = "advancing flush, unmap and prefetch requests";
+			tide__requests_progress(p);
+			tide__ring_submit(p);
+			work += n;
+		} while (n);
+		io_uring_cq_eventfd_toggle(&p->ring, true);
+		__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	} while (io_uring_cq_ready(&p->ring));
 	tide__state_unlock(p, true);
 	p->doing = "waiting in the event loop";
 	if (work) {

@@ -67,10 +67,36 @@ static int take_requests(struct tide_pool *p)
 	return n;
 }
 
-/* One pass: run until no source has anything left. */
-static int pass(struct tide_pool *p)
+/* Drive every source until none has anything left; the work done. */
+static int drive(struct tide_pool *p)
 {
 	int work = 0, n;
+
+	do {
+		p->doing = "reading faults and filling or evicting";
+		n = drain_uffd(p);
+		p->doing = "starting requests";
+		n += take_requests(p);
+		p->doing = "submitting I/O";
+		tide__ring_submit(p);
+		p->doing = "completing I/O";
+		n += tide__ring_reap(p);
+		n += tide__io_remote_run(p);
+		tide__io_backlog_run(p);
+		p->doing = "retrying faults that waited for room";
+		n += tide__waiters_run(p);
+		p->doing = "advancing flush, unmap and prefetch requests";
+		tide__requests_progress(p);
+		tide__ring_submit(p);
+		work += n;
+	} while (n);
+	return work;
+}
+
+/* One pass of the loop: drive, under the state lock. */
+static int pass(struct tide_pool *p)
+{
+	int work = 0;
 
 	tide__state_lock(p);
 	if (p->wake_due) {
@@ -86,28 +112,12 @@ static int pass(struct tide_pool *p)
 	 * loop waits; then whatever completed while it was off is reaped. The
 	 * fence pairs with the kernel's full barrier between publishing a CQE
 	 * and reading the flag (wq_has_sleeper() in io_cqring_wake()): either
-	 * the pass sees the CQE or the kernel sees the eventfd on.
+	 * the pass sees the CQE or the kernel sees the eventfd on. A kernel
+	 * without the flag (before 5.8) leaves the eventfd on.
 	 */
 	do {
 		io_uring_cq_eventfd_toggle(&p->ring, false);
-		do {
-			p->doing = "reading faults and filling or evicting";
-			n = drain_uffd(p);
-			p->doing = "starting requests";
-			n += take_requests(p);
-			p->doing = "submitting I/O";
-			tide__ring_submit(p);
-			p->doing = "completing I/O";
-			n += tide__ring_reap(p);
-			n += tide__io_remote_run(p);
-			tide__io_backlog_run(p);
-			p->doing = "retrying faults that waited for room";
-			n += tide__waiters_run(p);
-			p->doing = "advancing flush, unmap and prefetch requests";
-			tide__requests_progress(p);
-			tide__ring_submit(p);
-			work += n;
-		} while (n);
+		work += drive(p);
 		io_uring_cq_eventfd_toggle(&p->ring, true);
 		__atomic_thread_fence(__ATOMIC_SEQ_CST);
 	} while (io_uring_cq_ready(&p->ring));

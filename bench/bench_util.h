@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <sched.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -220,8 +221,9 @@ static inline const char *size_tag(size_t bytes, char *buf, size_t len)
 	return buf;
 }
 
-/* Anonymous memory aligned to `align`, without THP. */
-static inline char *map_aligned(size_t len, size_t align)
+/* Anonymous memory aligned to `align`, the slack around it unmapped; in
+ * transparent huge pages when `huge`, else never in them. */
+static inline char *map_anon(size_t len, size_t align, bool huge)
 {
 	char *p = mmap(NULL, len + align, PROT_READ | PROT_WRITE,
 		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -229,9 +231,18 @@ static inline char *map_aligned(size_t len, size_t align)
 	if (p == MAP_FAILED)
 		die("mmap %zu: %s", len, strerror(errno));
 	char *a = (char *)(((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1));
-	/* THP would turn a fault into a 2 MiB one; the bench wants pages. */
-	madvise(a, len, MADV_NOHUGEPAGE);
+	if (a > p)
+		munmap(p, (size_t)(a - p));
+	if (p + align > a)
+		munmap(a + len, (size_t)(p + align - a));
+	madvise(a, len, huge ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
 	return a;
+}
+
+/* Without THP: a fault would be a 2 MiB one; the bench wants pages. */
+static inline char *map_aligned(size_t len, size_t align)
+{
+	return map_anon(len, align, false);
 }
 
 #endif /* TIDE_BENCH_UTIL_H */

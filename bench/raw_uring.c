@@ -15,31 +15,6 @@
 
 #include "bench_raw.h"
 
-/*
- * The buffers sit in transparent huge pages, as tide's bounce arena does: a
- * request then carries one physically contiguous segment, not one per
- * 4 KiB, and this VM's virtio disk is much faster for it (sequential 64 KiB
- * reads at QD32: 2.6-2.7 GB/s against 1.8-1.9 GB/s from 4 KiB pages, in
- * alternating runs). The limit is the best io_uring does here.
- */
-static char *map_huge(size_t len)
-{
-	size_t align = 2 * MiB;
-	char *p = mmap(NULL, len + align, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	char *a;
-
-	if (p == MAP_FAILED)
-		return NULL;
-	a = (char *)(((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1));
-	if (a > p)
-		munmap(p, (size_t)(a - p));
-	if (p + align > a)
-		munmap(a + len, (size_t)(p + align - a));
-	madvise(a, len, MADV_HUGEPAGE);
-	return a;
-}
-
 static void uring_issue(struct io_uring *ring, int fd, const struct iovec *iov, unsigned slot,
 			uint64_t *t_start, uint64_t blk, bool write)
 {
@@ -54,18 +29,25 @@ static void uring_issue(struct io_uring *ring, int fd, const struct iovec *iov, 
 	t_start[slot] = now_ns();
 }
 
+/*
+ * The buffers sit in transparent huge pages, as tide's bounce arena does: a
+ * request then carries one physically contiguous segment, not one per
+ * 4 KiB, and this VM's virtio disk is much faster for it (sequential 64 KiB
+ * reads at QD32: 2.6-2.7 GB/s against 1.8-1.9 GB/s from 4 KiB pages, in
+ * alternating runs). The limit is the best io_uring does here.
+ */
 static void uring_run(const char *name, int fd, size_t bs, unsigned qd, bool random, bool write)
 {
 	struct io_uring ring;
 	struct iovec *iov = calloc(qd, sizeof(*iov));
 	uint64_t *t_start = calloc(qd, sizeof(*t_start));
 	uint64_t nblocks = file_size / bs, next = 0, rng = 0x1234567 + qd, done = 0;
-	char *mem = map_huge((size_t)qd * bs);
+	char *mem = map_anon((size_t)qd * bs, 2 * MiB, true);
 	struct lat lat;
 	struct out o;
 	unsigned inflight = 0;
 
-	if (!iov || !t_start || !mem || nblocks == 0)
+	if (!iov || !t_start || nblocks == 0)
 		die("uring setup for %s", name);
 	memset(mem, 0xa5, (size_t)qd * bs);
 	int ret = io_uring_queue_init(qd, &ring, 0);

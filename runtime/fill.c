@@ -199,16 +199,23 @@ static uint32_t fill_trigger(struct tide_pool *p, const struct fill *fl)
 	return at;
 }
 
+/* Page k of fill fl, the others installed, becomes r's staged page: it
+ * keeps its bounce memory, the rest of the fill's goes back. */
 static void fill_stage(struct tide_pool *p, struct fill *fl, uint32_t k)
 {
 	struct region *r = fl->region;
 	size_t ps = r->page_size;
+	char *buf = fl->buf;
 
 	tide__fill_unstage(p, r);
 	tide__frame(p, fl->frames[k])->state = FRAME_STAGED;
 	r->staged_page = fl->page + k;
-	r->staged_buf = (char *)fl->buf + (size_t)k * ps;
+	r->staged_buf = buf + (size_t)k * ps;
 	p->staged += ps;
+	if (k)
+		tide__bounce_put(&p->bounce, buf, (size_t)k * ps);
+	if (k + 1 < fl->n)
+		tide__bounce_put(&p->bounce, buf + (size_t)(k + 1) * ps, (size_t)(fl->n - k - 1) * ps);
 }
 
 void tide__fill_unstage(struct tide_pool *p, struct region *r)
@@ -281,19 +288,13 @@ static void fill_done(struct tide_io *io, ssize_t res)
 		tide__ring_push(p);   /* the disk reads on while these go in */
 	}
 	i = fill_trigger(p, fl);
+	install_span(p, fl, 0, i);
 	if (i < fl->n) {
-		install_span(p, fl, 0, i);
 		install_span(p, fl, i + 1, fl->n);
 		fill_stage(p, fl, i);
-		if (i)
-			tide__bounce_put(&p->bounce, fl->buf, (size_t)i * ps);
-		if (i + 1 < fl->n)
-			tide__bounce_put(&p->bounce, (char *)fl->buf + (size_t)(i + 1) * ps,
-					 (size_t)(fl->n - i - 1) * ps);
 		free(fl);
 		return;
 	}
-	install_all(p, fl);
 out:
 	tide__bounce_put(&p->bounce, fl->buf, len);
 	free(fl);

@@ -112,16 +112,6 @@ static char *map(const struct spec *s, tide_pool *pool, int fd, uint64_t off, ui
 	return tide_map(pool, fd, (off_t)off, len, prot, s->page);
 }
 
-static uint64_t gcd(uint64_t a, uint64_t b)
-{
-	while (b) {
-		uint64_t t = a % b;
-		a = b;
-		b = t;
-	}
-	return a;
-}
-
 static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
@@ -132,11 +122,8 @@ static void *worker_main(void *arg)
 		pin_cpu((app_cpu + (int)(w - w->self0)) % (int)sysconf(_SC_NPROCESSORS_ONLN));
 
 	if (!strcmp(w->s->pattern, "permread")) {
-		/* A stride coprime with the page count visits each page once. */
-		uint64_t n = (w->end - w->first) / (4 * KiB), stride = n / 2 + 1;
+		uint64_t n = (w->end - w->first) / (4 * KiB), stride = permread_stride(n);
 
-		while (n > 1 && gcd(stride, n) != 1)
-			stride++;
 		/* Map the slice from this thread (a pool with shards serves it
 		 * from this CPU's shard), touch every page once, unmap; again
 		 * until the deadline. Each pass fills memory the last one freed,

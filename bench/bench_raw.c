@@ -5,6 +5,10 @@
  *   uffd   MISSING fault + UFFDIO_COPY round trip of a minimal handler, with
  *          the handler on the app's vCPU, on the other vCPU (blocking), and
  *          busy-polling on the other vCPU; 4 KiB and 64 KiB pages
+ *   uffdb  the same-vCPU 4 KiB round trip alone, walking as bench_fault's
+ *          permread does (80% of --budget, far-apart stride), named
+ *          uffd.same.4k.beside: run.sh runs it just before and just after
+ *          the pinned tide figures
  *   uffd2  two app threads: one shared uffd vs one uffd + handler per vCPU
  *   wp     write-protect fault + UFFDIO_WRITEPROTECT clear round trip
  *   wpasync  dirty tracking per written page, sync uffd-wp vs WP_ASYNC +
@@ -54,6 +58,7 @@ struct app {
 	size_t len;
 	int cpu;
 	bool wp;                 /* write to protected pages instead of reading missing ones */
+	size_t stride;           /* pages from one touch to the next (1: in order) */
 	uint64_t deadline;
 	uint64_t faults, busy_ns;
 	struct lat lat;
@@ -61,6 +66,7 @@ struct app {
 };
 
 static bool pager_move;           /* test_pager: fill by UFFDIO_MOVE from a staging page */
+static bool walk_permread;        /* test_uffdb: walk as bench_fault's permread does */
 
 static void pager_fill(struct handler *h, char *a)
 {
@@ -189,6 +195,12 @@ static void app_init(struct app *a, struct handler *h, size_t len, int cpu, bool
 	a->len = len;
 	a->cpu = cpu;
 	a->wp = wp;
+	a->stride = 1;
+	if (walk_permread) {
+		/* 80% of --budget, as permread maps, in its order. */
+		a->len = len = budget / 10 * 8 / h->page * h->page;
+		a->stride = permread_stride(len / h->page);
+	}
 	a->base = map_aligned(len, 2 * MiB);
 	uint64_t mode = UFFDIO_REGISTER_MODE_MISSING;
 	if (wp) {
@@ -206,12 +218,13 @@ static void app_init(struct app *a, struct handler *h, size_t len, int cpu, bool
 static void *app_main(void *arg)
 {
 	struct app *a = arg;
-	size_t step = a->h->page;
+	size_t step = a->h->page, n = a->len / step;
 	uint64_t sink = 0, start = now_ns(), rearm = 0;
 
 	pin_cpu(a->cpu);
 	while (now_ns() < a->deadline) {
-		for (size_t off = 0; off < a->len; off += step) {
+		for (size_t i = 0, pg = 0; i < n; i++, pg = (pg + a->stride) % n) {
+			size_t off = pg * step;
 			uint64_t t0 = now_ns();
 			if (a->wp)
 				*(volatile char *)(a->base + off) = 2;
@@ -258,8 +271,8 @@ static void uffd_one(const char *variant, int app_cpu, int h_cpu, bool poll, siz
 	app_main(&a);
 	handler_stop(&h);
 
-	snprintf(name, sizeof(name), "%s.%s.%s", wp ? "wp" : pager ? "pager" : "uffd", variant,
-		 size_tag(page, tag, sizeof(tag)));
+	snprintf(name, sizeof(name), "%s.%s.%s%s", wp ? "wp" : pager ? "pager" : "uffd", variant,
+		 size_tag(page, tag, sizeof(tag)), walk_permread ? ".beside" : "");
 	out_begin(&o, name);
 	out_u64(&o, "page", page);
 	out_u64(&o, "faults", a.faults);
@@ -317,6 +330,16 @@ static void test_uffd(void)
 			keepers_run(false);
 		}
 	}
+}
+
+/* The same-vCPU round trip alone, over the memory and in the order of
+ * bench_fault's permread (see app_init), named uffd.same.4k.beside: run.sh
+ * runs it just before and just after the pinned tide figures. */
+static void test_uffdb(void)
+{
+	walk_permread = true;
+	uffd_one("same", 0, 0, false, 4 * KiB, false, false);
+	walk_permread = false;
 }
 
 /* The round trip of a minimal pager at its budget: pread from the page cache,
@@ -526,7 +549,7 @@ int main(int argc, char **argv)
 	static const struct { const char *name; void (*fn)(void); } tests[] = {
 		{ "mkfile", test_mkfile }, { "uffd", test_uffd }, { "uffd2", test_uffd2 },
 		{ "wp", test_wp }, { "wpasync", test_wpasync }, { "pager", test_pager },
-		{ "sigbus", test_sigbus },
+		{ "uffdb", test_uffdb }, { "sigbus", test_sigbus },
 		{ "uring", test_uring }, { "uringw", test_uringw }, { "uringwf", test_uringwf },
 		{ "mmap", test_mmap },
 	};
@@ -535,7 +558,7 @@ int main(int argc, char **argv)
 	ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
 	if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
 		printf("usage: bench_raw [--secs S] [--file F] [--size N] [--budget N] TEST...\n"
-		       "  TEST = mkfile|uffd|uffd2|wp|wpasync|pager|sigbus|uring|uringw|uringwf|mmap (see the top of bench_raw.c)\n");
+		       "  TEST = mkfile|uffd|uffdb|uffd2|wp|wpasync|pager|sigbus|uring|uringw|uringwf|mmap (see the top of bench_raw.c)\n");
 		return 0;
 	}
 	for (i = 1; i < argc && argv[i][0] == '-'; i += 2) {
@@ -554,7 +577,7 @@ int main(int argc, char **argv)
 	}
 	if (secs <= 0 || i >= argc)
 		die("usage: bench_raw [--secs S] [--file F] [--size N] [--budget N] "
-		    "mkfile|uffd|uffd2|wp|wpasync|pager|sigbus|uring|uringw|uringwf|mmap...");
+		    "mkfile|uffd|uffdb|uffd2|wp|wpasync|pager|sigbus|uring|uringw|uringwf|mmap...");
 	for (; i < argc; i++) {
 		size_t t;
 		for (t = 0; t < sizeof(tests) / sizeof(tests[0]); t++)

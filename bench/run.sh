@@ -5,17 +5,20 @@
 # ratios of tide to its raw limit, and keeps the report in bench/results/.
 #
 #   bench/run.sh [--quick] [--reps N] [--secs S] [--budget SIZE] [--dir DIR]
+#                [--results DIR] [--build DIR]
 #
-# --quick: about a minute (shorter runs, smaller file). Any TIDE_* variable in
-# the environment reaches every tide run (e.g. TIDE_SPIN_US=50); the
-# ".nopoll" runs turn wake polling off (TIDE_WAKE_POLL_US=0), and so do the
-# pinned ones, where it only costs.
+# --quick: about a minute (shorter runs, smaller file). --dir: where the data
+# file goes; --results: where the report goes (bench/results/); --build: the
+# build to measure (build-bench, a release build made here if missing).
+# Any TIDE_* variable in the environment reaches every tide run (e.g.
+# TIDE_SPIN_US=50); the ".nopoll" runs turn wake polling off
+# (TIDE_WAKE_POLL_US=0), and so do the pinned ones, where it only costs.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
 build=$root/build-bench
-reps=3 secs=1 budget=128M dir=/var/tmp
+reps=3 secs=1 budget=128M dir=/var/tmp results=$here/results
 while [ $# -gt 0 ]; do
 	case $1 in
 	--quick) reps=3 secs=0.3 budget=64M; shift ;;
@@ -23,7 +26,10 @@ while [ $# -gt 0 ]; do
 	--secs) secs=$2; shift 2 ;;
 	--budget) budget=$2; shift 2 ;;
 	--dir) dir=$2; shift 2 ;;
-	*) echo "usage: $0 [--quick] [--reps N] [--secs S] [--budget SIZE] [--dir DIR]" >&2; exit 2 ;;
+	--results) results=$2; shift 2 ;;
+	--build) build=$2; shift 2 ;;
+	*) echo "usage: $0 [--quick] [--reps N] [--secs S] [--budget SIZE] [--dir DIR] [--results DIR] [--build DIR]" >&2
+	   exit 2 ;;
 	esac
 done
 
@@ -35,8 +41,8 @@ ninja -C "$build" bench/bench_raw bench/bench_fault >/dev/null
 raw=$build/bench/bench_raw
 fault=$build/bench/bench_fault
 stamp=$(date +%Y-%m-%d-%H%M)
-out=$here/results/$stamp-fault
-mkdir -p "$here/results"
+out=$results/$stamp-fault
+mkdir -p "$results"
 data=$dir/tide-bench-$$.dat
 jsonl=$out.jsonl
 : >"$jsonl"
@@ -68,10 +74,19 @@ part_tide() {
 		case $spec in seqwrite:fresh:*) beside uringw "$1"; beside uringwf "$1" ;; esac
 	done
 	# Placement: service thread and app thread pinned to one vCPU (nobody
-	# sleeps on the other vCPU, so no wake polling); and the default
-	# placement without wake polling.
+	# sleeps on the other vCPU, so no wake polling), and the same with
+	# faults served on the faulting thread (TIDE_SIGNAL_FAULTS). The raw
+	# same-vCPU round trip walking as permread does runs just before,
+	# between and just after: on this VM the first run after a quiet
+	# spell, or after the disk figures, can be a quarter slower, raw or
+	# tide alike.
+	beside uffdb "$1"
 	TIDE_WAKE_POLL_US=0 TIDE_SERVICE_CPU=0 "$fault" --secs "$secs" --file "$data" --budget "$budget" --app-cpu 0 \
 		permread:cache:4k permread:mem:4k randread:cache:4k | tag "$1" >>"$jsonl" || true
+	beside uffdb "$1"
+	TIDE_SIGNAL_FAULTS=1 TIDE_SERVICE_CPU=0 "$fault" --secs "$secs" --file "$data" --budget "$budget" \
+		--app-cpu 0 --tag sig permread:cache:4k permread:mem:4k randread:cache:4k | tag "$1" >>"$jsonl" || true
+	beside uffdb "$1"
 	# Two app threads, pinned one per vCPU, each faulting its own region:
 	# one service thread, then one shard per vCPU (TIDE_SERVICE_THREADS).
 	TIDE_WAKE_POLL_US=0 "$fault" --secs "$secs" --file "$data" --budget "$budget" --app-cpu 0 \
@@ -82,12 +97,11 @@ part_tide() {
 		--budget "$budget" --tag nopoll permread:cache:4k randread:cache:4k \
 		randread:cache:4k:fixed:2 | tag "$1" >>"$jsonl" || true
 	# Faults served on the faulting thread (TIDE_SIGNAL_FAULTS): the same
-	# figures at default placement, pinned, with shards, and from disk.
+	# figures at default placement, with shards, and from disk (pinned:
+	# above).
 	TIDE_SIGNAL_FAULTS=1 "$fault" --secs "$secs" --file "$data" --budget "$budget" --tag sig \
 		permread:cache:4k randread:cache:4k randread:cache:4k:fixed:2 seqread:disk:64k \
 		randread:disk:4k:fixed:8 | tag "$1" >>"$jsonl" || true
-	TIDE_SIGNAL_FAULTS=1 TIDE_SERVICE_CPU=0 "$fault" --secs "$secs" --file "$data" --budget "$budget" \
-		--app-cpu 0 --tag sig permread:cache:4k permread:mem:4k randread:cache:4k | tag "$1" >>"$jsonl" || true
 	TIDE_SIGNAL_FAULTS=1 TIDE_SERVICE_THREADS=2 "$fault" --secs "$secs" --file "$data" --budget "$budget" \
 		--app-cpu 0 --tag shards.sig permread:cache:4k:fixed:2 | tag "$1" >>"$jsonl" || true
 	rm -f "$data.out"
@@ -179,13 +193,13 @@ END {
 	print "|---|---|---|---|---|---|"
 	row("fill per fault, 1 thread, 4 KiB, page cache, room in the pool (vs uffd same-vCPU round trip)", "tide.permread.cache.4k", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
 	row("same, wake polling off (TIDE_WAKE_POLL_US=0)", "tide.permread.cache.4k.nopoll", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
-	row("same, tide and app pinned to one vCPU, wake polling off", "tide.permread.cache.4k.pin0", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
-	row("same, data in memory: a custom store that copies and completes at once, no system call (pinned, polling off)", "tide.permread.mem.4k.pin0", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
+	row("same, tide and app pinned to one vCPU, wake polling off (vs the same-vCPU round trip over the same walk, just before and after)", "tide.permread.cache.4k.pin0", "faults_per_s", "uffd.same.4k.beside", "per_s", 0.7)
+	row("same, data in memory: a custom store that copies and completes at once, no system call (pinned, polling off)", "tide.permread.mem.4k.pin0", "faults_per_s", "uffd.same.4k.beside", "per_s", 0.7)
 	row("same, default placement, both with idle vCPUs polling (vs the minimal handler with polling)", "tide.permread.cache.4k", "faults_per_s", "uffd.unpinned_wakepoll.4k", "per_s", "")
 	row("same, both without polling (vs the minimal handler at default placement)", "tide.permread.cache.4k.nopoll", "faults_per_s", "uffd.unpinned.4k", "per_s", "")
 	row("fill per fault with a full pool (every fill evicts), 4 KiB (vs uffd same-vCPU)", "tide.randread.cache.4k", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
 	row("same, wake polling off", "tide.randread.cache.4k.nopoll", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
-	row("same, tide and app pinned to one vCPU, wake polling off", "tide.randread.cache.4k.pin0", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
+	row("same, tide and app pinned to one vCPU, wake polling off (vs the round trip beside it, as above)", "tide.randread.cache.4k.pin0", "faults_per_s", "uffd.same.4k.beside", "per_s", 0.7)
 	row("sequential 4 KiB reads, page cache, pages/s (read-ahead: few faults)", "tide.seqread.cache.4k", "per_s", "uffd.same.4k", "per_s", "")
 	row("fill per fault vs a minimal pager (pread + COPY + DONTNEED, same vCPU)", "tide.randread.cache.4k", "faults_per_s", "pager.same.4k", "per_s", "")
 	row("same, pinned to one vCPU, vs the minimal pager", "tide.randread.cache.4k.pin0", "faults_per_s", "pager.same.4k", "per_s", "")
@@ -195,15 +209,16 @@ END {
 	row("two app threads sharing a region, default placement, full pool", "tide.randread.cache.4k.t2", "faults_per_s", "uffd2.percpu.4k", "per_s", 0.7)
 	row("same, wake polling off", "tide.randread.cache.4k.t2.nopoll", "faults_per_s", "uffd2.percpu.4k", "per_s", 0.7)
 	row("faults on the faulting thread (TIDE_SIGNAL_FAULTS): fill per fault, 1 thread, 4 KiB, page cache, room in the pool, default placement (vs uffd same-vCPU round trip)", "tide.permread.cache.4k.sig", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
-	row("same, pinned to one vCPU", "tide.permread.cache.4k.pin0.sig", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
-	row("same, data in memory (pinned)", "tide.permread.mem.4k.pin0.sig", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
+	row("same, pinned to one vCPU (vs the round trip beside it, as above)", "tide.permread.cache.4k.pin0.sig", "faults_per_s", "uffd.same.4k.beside", "per_s", 0.7)
+	row("same, data in memory (pinned)", "tide.permread.mem.4k.pin0.sig", "faults_per_s", "uffd.same.4k.beside", "per_s", 0.7)
 	row("same, full pool (every fill evicts), default placement", "tide.randread.cache.4k.sig", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
-	row("same, full pool, pinned", "tide.randread.cache.4k.pin0.sig", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
+	row("same, full pool, pinned", "tide.randread.cache.4k.pin0.sig", "faults_per_s", "uffd.same.4k.beside", "per_s", 0.7)
 	row("same, full pool, vs the minimal pager in a SIGBUS handler", "tide.randread.cache.4k.sig", "faults_per_s", "pager.sigbus.4k", "per_s", "")
 	row("same, two app threads, one vCPU each, own regions, TIDE_SERVICE_THREADS=2 (vs one uffd + handler per vCPU)", "tide.permread.cache.4k.t2.pin0.shards.sig", "faults_per_s", "uffd2.percpu.4k", "per_s", 0.7)
 	row("same, two app threads sharing a region, full pool, default placement", "tide.randread.cache.4k.t2.sig", "faults_per_s", "uffd2.percpu.4k", "per_s", 0.7)
 	row("same, sequential fill from disk, 64 KiB pages (vs io_uring seq read QD32)", "tide.seqread.disk.64k.sig", "fill_mbps", "uring.seqread.64k.qd32", "mbps", 0.9, "MB/s")
 	row("same, random 4 KiB fill, 8 app threads (vs io_uring rand read QD8)", "tide.randread.disk.4k.t8.sig", "fills_per_s", "uring.randread.4k.qd8", "per_s", 0.7)
+	row("raw: the same-vCPU round trip walking as permread does (80% of the budget, far-apart stride), just before and after the pinned figures (vs the raw part: 16 MiB in order)", "uffd.same.4k.beside", "per_s", "uffd.same.4k", "per_s", "")
 	row("raw: the fault served on the faulting thread by its SIGBUS handler (UFFD_FEATURE_SIGBUS: no message, no second thread), 4 KiB (vs the same-vCPU round trip)", "uffd.sigbus.4k", "per_s", "uffd.same.4k", "per_s", "")
 	row("same, the minimal pager in the SIGBUS handler (vs the minimal pager thread, same vCPU)", "pager.sigbus.4k", "per_s", "pager.same.4k", "per_s", "")
 	row("raw pager filling by UFFDIO_MOVE of a staging page (vs by UFFDIO_COPY), 4 KiB", "pager.move_same.4k", "per_s", "pager.same.4k", "per_s", "")
@@ -260,5 +275,5 @@ function num(v) { if (v == "") return ""; return v >= 100 ? sprintf("%.0f", v) :
 }
 
 report >"$out.md"
-cp "$out.md" "$here/results/latest.md"
+cp "$out.md" "$results/latest.md"
 cat "$out.md"

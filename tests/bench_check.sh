@@ -13,7 +13,9 @@ set -eu
 
 src=${1:?usage: $0 SOURCE_DIR BUILD_DIR}
 build=${2:?usage: $0 SOURCE_DIR BUILD_DIR}
-scratch=$(mktemp -d)
+# In the build directory, not /tmp: the disk figures need O_DIRECT, which
+# a tmpfs /tmp refuses.
+scratch=$(mktemp -d "$build/bench-check.XXXXXX")
 trap 'rm -rf "$scratch"' EXIT
 
 if ! sh "$src/bench/run.sh" --quick --reps 1 --build "$build" --dir "$scratch" \

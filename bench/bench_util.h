@@ -73,27 +73,29 @@ static inline uint64_t rng_next(uint64_t *s)
 	return x * 0x2545f4914f6cdd1dull;
 }
 
-/* Sizes accept K/M/G suffixes (powers of two). */
+static inline uint64_t gcd(uint64_t a, uint64_t b)
+{
+	while (b) {
+		uint64_t t = a % b;
+
+		a = b;
+		b = t;
+	}
+	return a;
+}
+
 /* permread's walk over n pages: a stride coprime with n, near n/2, visits
  * every page once per pass with each touch far from the last. */
 static inline uint64_t permread_stride(uint64_t n)
 {
 	uint64_t stride = n / 2 + 1;
 
-	for (;;) {
-		uint64_t a = stride, b = n;
-
-		while (b) {
-			uint64_t t = a % b;
-			a = b;
-			b = t;
-		}
-		if (n <= 1 || a == 1)
-			return stride;
+	while (n > 1 && gcd(stride, n) != 1)
 		stride++;
-	}
+	return stride;
 }
 
+/* Sizes accept K/M/G suffixes (powers of two). */
 static inline uint64_t parse_size(const char *s)
 {
 	char *end;

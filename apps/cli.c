@@ -102,10 +102,23 @@ static void progress_draw(struct cli_progress *p, uint64_t now, bool final)
 	if (frac > 1)
 		frac = 1;
 	cli_format_bytes(secs > 0 ? (uint64_t)(done / secs) : 0, rate, sizeof(rate));
+	cli_format_duration(now - p->start_ns, took, sizeof(took));
 	if (!p->tty) {
-		if (final)
-			fprintf(stderr, "tide: %-16s done in %s (%s/s)\n", p->phase,
-				cli_format_duration(now - p->start_ns, took, sizeof(took)), rate);
+		/* No bytes counted (a phase of unknown size that moved none):
+		 * no rate rather than a meaningless one. */
+		if (final && done)
+			fprintf(stderr, "tide: %-16s done in %s (%s/s)\n", p->phase, took, rate);
+		else if (final)
+			fprintf(stderr, "tide: %-16s done in %s\n", p->phase, took);
+		return;
+	}
+	if (!p->total) {
+		/* Size unknown: no bar; the rate once bytes move, and the time. */
+		if (done)
+			strcat(rate, "/s");
+		fprintf(stderr, "\r\033[K%-20s %12s %s%s", p->phase, done ? rate : "-", took,
+			final ? "\n" : "");
+		fflush(stderr);
 		return;
 	}
 	fill = (int)(frac * 32);
@@ -114,8 +127,7 @@ static void progress_draw(struct cli_progress *p, uint64_t now, bool final)
 	bar[32] = 0;
 	/* \r and erase-to-end redraw the same line; the final draw ends it. */
 	fprintf(stderr, "\r\033[K%-20s [%s] %3.0f%% %10s/s %s%s", p->phase, bar, frac * 100,
-		rate, cli_format_duration(now - p->start_ns, took, sizeof(took)),
-		final ? "\n" : "");
+		rate, took, final ? "\n" : "");
 	fflush(stderr);
 }
 

@@ -49,6 +49,8 @@ struct cli_progress {
 	uint64_t last_draw_ns;      /* atomic; whoever wins the CAS redraws */
 };
 void cli_progress_init(struct cli_progress *p, bool quiet);
+/* total 0: the size is not known beforehand (no bar; a rate only from the
+ * bytes added). */
 void cli_progress_begin(struct cli_progress *p, const char *phase, uint64_t total);
 void cli_progress_add(struct cli_progress *p, uint64_t n);
 /* Rename the current phase (e.g. "sort: merge 3/6") without resetting it. */

@@ -393,19 +393,28 @@ fail:
 	return -errno;
 }
 
-/* Write back what the sort left dirty: the data must be on disk at the end. */
-static int write_back(struct sort_run *r)
+/* Write back what the sort left dirty: the data must be on disk at the end.
+ * *written: bytes sent to storage meanwhile, where known (msync: 0). */
+static int write_back(struct sort_run *r, uint64_t *written)
 {
+	struct tide_stats before, after;
 	const char *p;
 	size_t left;
 	int ret;
 
+	*written = 0;
 	switch (r->a.backend) {
 	case BACKEND_TIDE:
-		ret = tide_flush(r->data, r->a.size);
-		if (ret < 0)
+		ret = tide_pool_stats(r->pool, &before);
+		if (ret == 0)
+			ret = tide_flush(r->data, r->a.size);
+		if (ret < 0) {
 			fprintf(stderr, "tide sort: tide_flush failed: %s\n", tide_last_error());
-		return ret;
+			return ret;
+		}
+		if (tide_pool_stats(r->pool, &after) == 0)
+			*written = after.bytes_written - before.bytes_written;
+		return 0;
 	case BACKEND_MMAP:
 		if (msync(r->data, r->a.size, MS_SYNC) < 0) {
 			fprintf(stderr, "tide sort: msync failed: %s\n", strerror(errno));
@@ -425,6 +434,7 @@ static int write_back(struct sort_run *r)
 			}
 			p += n;
 			left -= (size_t)n;
+			*written += (uint64_t)n;
 		}
 		if (fdatasync(r->fd) < 0) {
 			fprintf(stderr, "tide sort: fdatasync failed: %s\n", strerror(errno));
@@ -514,7 +524,7 @@ int tide_cmd_sort(int argc, char **argv)
 	struct sort_job job;
 	struct sigaction sa = { .sa_handler = on_fatal_signal };
 	int ret, status = 1;
-	uint64_t total_ns;
+	uint64_t total_ns, written;
 
 	ret = parse_args(argc, argv, &r.a);
 	if (ret)
@@ -578,9 +588,11 @@ int tide_cmd_sort(int argc, char **argv)
 	if (ret < 0)
 		goto out;
 
-	cli_progress_begin(&progress, "write-back", r.a.size);
-	ret = write_back(&r);
-	cli_progress_add(&progress, r.a.size);
+	/* What is left dirty by now, unknown beforehand: no bar, and a rate
+	 * only from the bytes this phase wrote. */
+	cli_progress_begin(&progress, "write-back", 0);
+	ret = write_back(&r, &written);
+	cli_progress_add(&progress, written);
 	r.phase_ns[PH_WRITEBACK] = cli_progress_end(&progress);
 	if (ret < 0)
 		goto out;

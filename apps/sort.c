@@ -400,19 +400,19 @@ static int write_back(struct sort_run *r, uint64_t *written)
 	struct tide_stats before, after;
 	const char *p;
 	size_t left;
+	bool counted;
 	int ret;
 
 	*written = 0;
 	switch (r->a.backend) {
 	case BACKEND_TIDE:
-		ret = tide_pool_stats(r->pool, &before);
-		if (ret == 0)
-			ret = tide_flush(r->data, r->a.size);
+		counted = tide_pool_stats(r->pool, &before) == 0;
+		ret = tide_flush(r->data, r->a.size);
 		if (ret < 0) {
 			fprintf(stderr, "tide sort: tide_flush failed: %s\n", tide_last_error());
 			return ret;
 		}
-		if (tide_pool_stats(r->pool, &after) == 0)
+		if (counted && tide_pool_stats(r->pool, &after) == 0)
 			*written = after.bytes_written - before.bytes_written;
 		return 0;
 	case BACKEND_MMAP:

@@ -29,7 +29,10 @@
  * huge pages, and with three quarters, against 1.9-2.2 with half, whichever
  * half the writes started in (five times the context switches; not
  * understood: raw io_uring writes were 15% faster from huge pages).
- * Without THP both halves are plain pages.
+ * Without THP both halves are plain pages. The default size (budget/8,
+ * 4-16 MiB) leaves the fills' half room for a read-ahead window and the
+ * next one: at budget/16 the next window's reads spilled into plain pages
+ * (docs/design.md, Budget).
  */
 static char *arena_map(size_t size, size_t huge)
 {

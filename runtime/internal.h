@@ -340,7 +340,8 @@ struct tide_pool *tide__pool_serving(const void *addr);
 int tide__watchdog_start(struct tide_pool *p);
 void tide__watchdog_stop(struct tide_pool *p);
 
-/* Bounce bytes for a budget when TIDE_BOUNCE is 0: budget/16 within 4..16 MiB. */
+/* Bounce bytes for a budget when TIDE_BOUNCE is 0: budget/8 within 4..16 MiB,
+ * so the fills' huge-page half holds a read-ahead window and the next one. */
 size_t tide__default_bounce(size_t budget);
 
 /* ---- probe.c: is an O_DIRECT write from a write-protected page safe here? ---- */

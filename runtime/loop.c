@@ -334,7 +334,7 @@ void tide__request_finish(struct tide_pool *p, struct request *req, int result)
 
 size_t tide__default_bounce(size_t budget)
 {
-	size_t b = budget / 16;
+	size_t b = budget / 8;
 
 	if (b < 2 * (size_t)TIDE_MAX_PAGE)
 		b = 2 * (size_t)TIDE_MAX_PAGE;

@@ -54,7 +54,7 @@ const struct tide__option tide__options[] = {
 	OPT(LOW_WATER, OPT_PERCENT, "70", "percent of the budget eviction brings residency down to"),
 	OPT(WRITEBACK, OPT_WRITEBACK, "auto", "write-back path: fixed (bounce buffers), direct (O_DIRECT from the page) or auto (probe)"),
 	OPT(QUEUE_DEPTH, OPT_UINT, "32", "storage I/Os in flight at once (1-4096)"),
-	OPT(BOUNCE, OPT_SIZE, "0", "bytes of registered bounce buffers; 0 picks budget/16 within 4M..16M"),
+	OPT(BOUNCE, OPT_SIZE, "0", "bytes of registered bounce buffers; 0 picks budget/8 within 4M..16M"),
 	OPT(WRITE_MAX, OPT_SIZE, "1M", "longest write-back I/O: adjacent dirty pages leave in one store write up to this many bytes (4K..1G; a larger page still leaves whole)"),
 	OPT(FLUSH_INTERVAL, OPT_UINT, "1000", "milliseconds between background write-back passes; 0 turns them off"),
 	OPT(SPIN_US, OPT_UINT, "0", "microseconds the service thread keeps polling after activity before it sleeps"),

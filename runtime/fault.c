@@ -42,8 +42,8 @@ static uint64_t ra_window(const struct tide_pool *p, const struct region *r)
 {
 	uint64_t n = p->opt.read_ahead, max = RA_MAX_BYTES;
 
-	if (max > p->opt.budget / 8)
-		max = p->opt.budget / 8;
+	if (max > tide__pool_budget(p) / 8)
+		max = tide__pool_budget(p) / 8;
 	if (n > max / r->page_size)
 		n = max / r->page_size;
 	return n;

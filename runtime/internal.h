@@ -187,6 +187,7 @@ void tide__frame_free(struct tide_pool *p, uint32_t f);
 void tide__frame_resident(struct tide_pool *p, uint32_t f); /* join the CLOCK ring */
 static inline struct frame *tide__frame(struct tide_pool *p, uint32_t f);
 bool tide__pool_has_room(struct tide_pool *p, size_t len);
+/* tide__pool_budget, _high, _low: the budget now and its watermarks (below). */
 /* Bytes read-ahead may still fill: up to the high watermark, pages on
  * their way out counted as gone. */
 uint64_t tide__pool_ahead_room(const struct tide_pool *p);
@@ -297,6 +298,7 @@ struct request {
 	uint64_t first, end;     /* page range [first, end) */
 	uint64_t cursor;
 	uint64_t filled;         /* prefetch: fills started */
+	bool asked;              /* prefetch: budget asked of a sibling shard */
 	struct request *wait_next; /* on an epoch's waiters */
 	struct tide_stats *stats;
 	struct tide__stats *raw; /* stats: the histogram too, when not NULL */
@@ -324,6 +326,17 @@ int tide__shards_create(struct tide_pool **out, const struct tide_options *opts)
 int tide__shards_destroy(struct tide_pool *p);
 int tide__shards_stats(struct tide_pool *p, struct tide_stats *stats);
 struct tide_pool *tide__shard_pick(struct tide_pool *p);  /* for a new region */
+/* The budget follows the faults: a shard about to evict for `need` more
+ * bytes asks a sibling for budget it does not use (or, below its fair
+ * share, for what the sibling holds above its own); the sibling answers in
+ * its next pass (tide__shard_balance). Service thread of p, state lock held. */
+void tide__shard_ask(struct tide_pool *p, uint64_t need);
+/* Answer asks, and hand over budget promised once it is free. The same. */
+void tide__shard_balance(struct tide_pool *p);
+/* Regions came or went: p keeps four pages of its largest page size. */
+void tide__shard_floor(struct tide_pool *p);
+/* An ask of p's is out, unanswered (any thread). */
+bool tide__shard_asking(const struct tide_pool *p);
 
 /* ---- signal.c: faults served on the faulting thread (TIDE_SIGNAL_FAULTS) ---- */
 int tide__signal_install(void);
@@ -371,7 +384,20 @@ struct tide_pool {
 	int uffd;
 	uint64_t uffd_features;
 	int drop_pidfd;           /* this process, for process_madvise; -1 if unusable */
-	size_t high_bytes, low_bytes;
+
+	/* The budget (shard.c: shards lend it to each other). `share` is
+	 * read by any thread and changed under the parent's `lock`; a pool
+	 * without shards keeps share = opt.budget. */
+	uint64_t share;           /* bytes this pool may hold */
+	uint64_t fair;            /* a shard: its share at the start, budget/N */
+	uint64_t floor;           /* a shard: never lent below this (tide__shard_floor) */
+	uint64_t giving;          /* a shard: share promised to shard give_to, handed */
+	unsigned give_to;         /*   over once resident fits without it (owner only) */
+	uint64_t asked;           /* under the parent's lock: bytes shard asked_by asks for */
+	unsigned asked_by;
+	bool asked_fair;          /*   and it is below its fair share */
+	bool asking;              /* under the parent's lock: an ask of this shard's is out */
+	bool balance_off;         /* a parent, under its lock: shards are going, no asks */
 
 	struct io_uring ring;
 	int ring_efd;
@@ -456,6 +482,21 @@ static inline void tide__dirty_add(struct tide_pool *p, struct region *r, int64_
 static inline struct frame *tide__frame(struct tide_pool *p, uint32_t f)
 {
 	return &p->frames[f];
+}
+
+/* The budget now (a shard's share less what it promised away), and the
+ * watermarks on it. Service thread. */
+static inline uint64_t tide__pool_budget(const struct tide_pool *p)
+{
+	return __atomic_load_n(&p->share, __ATOMIC_RELAXED) - p->giving;
+}
+static inline uint64_t tide__pool_high(const struct tide_pool *p)
+{
+	return tide__pool_budget(p) / 100 * p->opt.high_water;
+}
+static inline uint64_t tide__pool_low(const struct tide_pool *p)
+{
+	return tide__pool_budget(p) / 100 * p->opt.low_water;
 }
 
 #endif /* TIDE_INTERNAL_H */

@@ -115,6 +115,7 @@ static int pass(struct tide_pool *p)
 	 * the pass sees the CQE or the kernel sees the eventfd on. A kernel
 	 * without the flag (before 5.8) leaves the eventfd on.
 	 */
+	tide__shard_balance(p);
 	do {
 		io_uring_cq_eventfd_toggle(&p->ring, false);
 		work += drive(p);
@@ -428,8 +429,7 @@ int tide__pool_start(struct tide_pool **out, const struct tide_options *opts,
 	p->opt = *opts;
 	p->parent = parent;
 	p->shard = shard;
-	p->high_bytes = p->opt.budget / 100 * p->opt.high_water;
-	p->low_bytes = p->opt.budget / 100 * p->opt.low_water;
+	p->share = p->fair = p->opt.budget;
 	if (!p->opt.bounce)
 		p->opt.bounce = tide__default_bounce(p->opt.budget);
 	p->owner = getpid();

@@ -56,7 +56,8 @@ uint32_t tide__frame_alloc(struct tide_pool *p, struct region *r, uint64_t page)
 	fr->state = FRAME_FILLING;
 	tide__slot_set(r, page, f);
 	r->resident++;
-	p->resident += r->page_size;
+	/* Sibling shards read it, deciding what they may ask this one for. */
+	__atomic_store_n(&p->resident, p->resident + r->page_size, __ATOMIC_RELAXED);
 	if (p->resident > p->st.c.peak_resident_bytes)
 		p->st.c.peak_resident_bytes = p->resident;
 	return f;
@@ -104,7 +105,7 @@ void tide__frame_free(struct tide_pool *p, uint32_t f)
 		tide__dirty_add(p, r, -(int64_t)r->page_size);
 	tide__slot_set(r, fr->page, TIDE_NO_FRAME);
 	r->resident--;
-	p->resident -= r->page_size;
+	__atomic_store_n(&p->resident, p->resident - r->page_size, __ATOMIC_RELAXED);
 	fr->state = FRAME_FREE;
 	fr->region = NULL;
 	fr->next = p->free_frames;
@@ -113,7 +114,7 @@ void tide__frame_free(struct tide_pool *p, uint32_t f)
 
 bool tide__pool_has_room(struct tide_pool *p, size_t len)
 {
-	return p->resident + len <= p->opt.budget;
+	return p->resident + len <= tide__pool_budget(p);
 }
 
 /* Resident bytes that are not on their way out: what the watermarks judge. */
@@ -128,7 +129,9 @@ static inline uint64_t staying(const struct tide_pool *p)
  * still capped by the budget (tide__pool_has_room). */
 uint64_t tide__pool_ahead_room(const struct tide_pool *p)
 {
-	return staying(p) < p->high_bytes ? p->high_bytes - staying(p) : 0;
+	uint64_t high = tide__pool_high(p);
+
+	return staying(p) < high ? high - staying(p) : 0;
 }
 
 #define DROP_BATCH 256
@@ -231,14 +234,20 @@ void tide__pool_reclaim_for(struct tide_pool *p, uint64_t want)
 	uint32_t victims[DROP_BATCH];
 	uint64_t scanned = 0, limit, dropping = 0, need = p->waiting_bytes + want, now;
 	uint64_t retry = UINT64_MAX;  /* the earliest back-off end of a page passed over */
+	uint64_t low;
 	unsigned n = 0;
 
-	if (staying(p) + need <= p->high_bytes)
+	if (staying(p) + need <= tide__pool_high(p))
 		return;
+	/* A shard asks a sibling for budget, and evicts meanwhile: the answer
+	 * comes in the sibling's next pass. */
+	if (p->parent)
+		tide__shard_ask(p, need);
+	low = tide__pool_low(p);
 	now = tide__now_ns();
 	limit = 2 * (p->resident / TIDE_MIN_PAGE) + 2;
 	while (p->hand != TIDE_NO_FRAME &&
-	       staying(p) - dropping + need > p->low_bytes &&
+	       staying(p) - dropping + need > low &&
 	       scanned++ < limit) {
 		uint32_t f = p->hand;
 		struct frame *fr = &p->frames[f];

@@ -155,6 +155,8 @@ int tide__region_attach(struct tide_pool *p, struct region *r)
 	p->regions[i] = r;
 	p->nregions++;
 	p->st.c.regions = p->nregions;
+	if (p->parent)
+		tide__shard_floor(p);
 	return 0;
 }
 
@@ -168,6 +170,8 @@ void tide__region_detach(struct tide_pool *p, struct region *r)
 		break;
 	}
 	p->st.c.regions = p->nregions;
+	if (p->parent)
+		tide__shard_floor(p);
 	registry_remove(r);
 }
 

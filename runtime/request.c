@@ -21,7 +21,7 @@ static void stats_snapshot(struct tide_pool *p, struct tide_stats *out)
 	tide__stats_snapshot(&p->st, out);
 	out->resident_bytes = p->resident;
 	out->dirty_bytes = p->dirty;
-	out->budget = p->opt.budget;
+	out->budget = __atomic_load_n(&p->share, __ATOMIC_RELAXED);
 	out->bounce_bytes = p->bounce.size;
 	out->regions = p->nregions;
 	out->writeback = p->writeback;
@@ -196,7 +196,17 @@ static bool prefetch_step(struct tide_pool *p, struct request *req)
 	struct region *r = req->region;
 
 	if (req->step == STEP_START) {
-		uint64_t cap = p->low_bytes / r->page_size;
+		uint64_t cap;
+
+		/* A shard asks a sibling for the room the range needs first,
+		 * and waits for the answer: one pass of the sibling's. */
+		if (p->parent && !req->asked) {
+			req->asked = true;
+			tide__shard_ask(p, (req->end - req->cursor) << r->page_shift);
+		}
+		if (p->parent && tide__shard_asking(p))
+			return false;
+		cap = tide__pool_low(p) / r->page_size;
 
 		while (req->cursor < req->end && req->filled < cap) {
 			uint32_t n = 0;

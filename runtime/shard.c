@@ -52,6 +52,8 @@ int tide__shards_create(struct tide_pool **out, const struct tide_options *opts)
 	}
 	p->opt = *opts;
 	p->owner = getpid();
+	/* The shards' asks for budget (below) meet under it. */
+	pthread_mutex_init(&p->lock, NULL);
 	/* One set of keepers per pool, however many shards kick them; they
 	 * start first so that every shard's service thread sees them. */
 	ret = opts->signal_faults ? 0 : tide__keepers_start(p);
@@ -91,6 +93,7 @@ fail_start:
 	while (i-- > 0)
 		tide_pool_destroy(p->shards[i]);
 	tide__keepers_stop(p);
+	pthread_mutex_destroy(&p->lock);
 	free(p->shards);
 fail_shards:
 	free(p);
@@ -116,6 +119,10 @@ int tide__shards_destroy(struct tide_pool *p)
 				  "a forked child must create its own");
 	if (tide__regions_of(p))
 		return tide__fail(-EBUSY, "the pool still has mapped regions: tide_unmap() them first");
+	/* No shard wakes another from here on: they are going. */
+	pthread_mutex_lock(&p->lock);
+	__atomic_store_n(&p->balance_off, true, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&p->lock);
 	for (unsigned i = 0; i < p->nshards; i++) {
 		ret = tide_pool_destroy(p->shards[i]);
 		if (ret < 0)
@@ -123,6 +130,7 @@ int tide__shards_destroy(struct tide_pool *p)
 		p->shards[i] = NULL;
 	}
 	tide__keepers_stop(p);
+	pthread_mutex_destroy(&p->lock);
 	free(p->shards);
 	free(p);
 	return 0;
@@ -168,4 +176,181 @@ struct tide_pool *tide__shard_pick(struct tide_pool *p)
 		}
 	}
 	return p->shards[start % p->nshards];
+}
+
+/*
+ * The budget follows the faults. Each shard evicts against its `share` of
+ * the pool's budget, which starts at budget/N (its fair share) and moves:
+ *
+ * - A shard about to evict asks the sibling with the most to give. Budget a
+ *   sibling does not use (above what keeps its resident pages at its low
+ *   watermark, and above its floor) is given at once; so one busy region
+ *   can grow to nearly the whole budget while the other shards are idle.
+ * - A shard below its fair share may also claim what a sibling holds above
+ *   its own: the sibling promises it, evicts down to its share without it,
+ *   then hands it over. So two busy shards end up at budget/N each.
+ *
+ * Shares only move under the parent's lock, from one shard to another, so
+ * they always add up to the budget; a shard gives only what it holds no
+ * pages in, so the pool never holds more than its budget. An ask costs the
+ * sibling one pass (a wake-up, on another vCPU): asks are for at least an
+ * eighth of the fair share, one at a time, and only where a shard shows
+ * something to give, so shards that are both busy at their fair share ask
+ * nothing of each other.
+ */
+
+void tide__shard_floor(struct tide_pool *p)
+{
+	uint64_t floor = 0;
+
+	/* Four pages of the largest page size mapped here: what tide_map
+	 * asked of the fair share. A shard with no region lends it all; its
+	 * first fault then claims its fair share back. */
+	for (size_t i = 0; i < p->nregions; i++)
+		if (TIDE_MIN_PAGES * p->regions[i]->page_size > floor)
+			floor = TIDE_MIN_PAGES * p->regions[i]->page_size;
+	__atomic_store_n(&p->floor, floor, __ATOMIC_RELAXED);
+}
+
+/* Budget s could give without evicting, from any thread (the figures are
+ * a moment old there; s decides for itself when it answers). */
+static uint64_t spare_of(const struct tide_pool *s, uint64_t share)
+{
+	uint64_t resident = __atomic_load_n(&s->resident, __ATOMIC_RELAXED);
+	uint64_t keep = (resident * 100 + s->opt.low_water - 1) / s->opt.low_water;
+	uint64_t floor = __atomic_load_n(&s->floor, __ATOMIC_RELAXED);
+
+	if (keep < floor)
+		keep = floor;
+	return share > keep ? (share - keep) & ~(uint64_t)(TIDE_MIN_PAGE - 1) : 0;
+}
+
+/* What s holds above its fair share. */
+static uint64_t excess_of(const struct tide_pool *s, uint64_t share)
+{
+	return share > s->fair ? (share - s->fair) & ~(uint64_t)(TIDE_MIN_PAGE - 1) : 0;
+}
+
+bool tide__shard_asking(const struct tide_pool *p)
+{
+	return __atomic_load_n(&p->asking, __ATOMIC_ACQUIRE);
+}
+
+void tide__shard_ask(struct tide_pool *p, uint64_t need)
+{
+	struct tide_pool *parent = p->parent, *best = NULL;
+	uint64_t share = __atomic_load_n(&p->share, __ATOMIC_RELAXED), want, most = 0;
+	bool below = share < p->fair;
+
+	if (tide__shard_asking(p) || __atomic_load_n(&parent->balance_off, __ATOMIC_ACQUIRE))
+		return;
+	/* Enough to hold what is here and `need` at the low watermark. */
+	want = (p->resident + need) * 100 / p->opt.low_water;
+	want = want > share ? want - share : 0;
+	if (want < p->fair / 8)
+		want = p->fair / 8;
+	for (unsigned i = 0; i < parent->nshards; i++) {
+		struct tide_pool *s = parent->shards[i];
+		uint64_t s_share, can;
+
+		if (s == p)
+			continue;
+		/* A promise to this shard is being kept: wait for it. */
+		if (__atomic_load_n(&s->giving, __ATOMIC_RELAXED) &&
+		    __atomic_load_n(&s->give_to, __ATOMIC_RELAXED) == p->shard)
+			return;
+		s_share = __atomic_load_n(&s->share, __ATOMIC_RELAXED);
+		can = spare_of(s, s_share);
+		/* A busy shard's spare is the slack between its watermarks:
+		 * not worth a wake-up, and taking it would only be asked back. */
+		if (can < s->fair / 4 && __atomic_load_n(&s->resident, __ATOMIC_RELAXED))
+			can = 0;
+		if (below && excess_of(s, s_share) > can)
+			can = excess_of(s, s_share);
+		if (can > most) {
+			most = can;
+			best = s;
+		}
+	}
+	if (!best)
+		return;
+	pthread_mutex_lock(&parent->lock);
+	if (!parent->balance_off) {
+		/* One ask per shard: an earlier asker is told it was not heard,
+		 * so it may ask again. */
+		if (best->asked && best->asked_by != p->shard)
+			__atomic_store_n(&parent->shards[best->asked_by]->asking, false, __ATOMIC_RELEASE);
+		__atomic_store_n(&best->asked, want, __ATOMIC_RELAXED);
+		best->asked_by = p->shard;
+		best->asked_fair = below;
+		__atomic_store_n(&p->asking, true, __ATOMIC_RELEASE);
+		uv_async_send(&best->wakeup);
+	}
+	pthread_mutex_unlock(&parent->lock);
+}
+
+/* Under the parent's lock. */
+static void hand_over(struct tide_pool *from, struct tide_pool *to, uint64_t bytes)
+{
+	__atomic_fetch_sub(&from->share, bytes, __ATOMIC_RELAXED);
+	__atomic_fetch_add(&to->share, bytes, __ATOMIC_RELAXED);
+	uv_async_send(&to->wakeup);
+}
+
+static void answer(struct tide_pool *p)
+{
+	struct tide_pool *parent = p->parent, *to;
+	uint64_t share, give, claim;
+
+	pthread_mutex_lock(&parent->lock);
+	if (!p->asked || parent->balance_off) {
+		pthread_mutex_unlock(&parent->lock);
+		return;
+	}
+	to = parent->shards[p->asked_by];
+	share = __atomic_load_n(&p->share, __ATOMIC_RELAXED) - p->giving;
+	give = spare_of(p, share);
+	/* An idle shard gives all it can in one go: one wake-up, not one per
+	 * eighth. If it gets busy, it claims its fair share back. */
+	if (give > p->asked && p->resident)
+		give = p->asked;
+	if (give)
+		hand_over(p, to, give);
+	/* The rest of a fair claim is promised: handed over once this
+	 * shard's pages fit without it (tide__shard_balance). */
+	claim = p->asked_fair && give < p->asked ? excess_of(p, share - give) : 0;
+	if (claim > p->asked - give)
+		claim = (p->asked - give) & ~(uint64_t)(TIDE_MIN_PAGE - 1);
+	if (claim && !p->giving) {
+		__atomic_store_n(&p->give_to, p->asked_by, __ATOMIC_RELAXED);
+		__atomic_store_n(&p->giving, claim, __ATOMIC_RELAXED);
+	}
+	__atomic_store_n(&p->asked, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&to->asking, false, __ATOMIC_RELEASE);
+	/* A prefetch there waits for the answer, whatever it is. */
+	if (!give)
+		uv_async_send(&to->wakeup);
+	pthread_mutex_unlock(&parent->lock);
+}
+
+void tide__shard_balance(struct tide_pool *p)
+{
+	struct tide_pool *parent = p->parent;
+
+	if (!parent)
+		return;
+	if (__atomic_load_n(&p->asked, __ATOMIC_RELAXED))
+		answer(p);
+	if (!p->giving)
+		return;
+	/* The promised budget is already out of tide__pool_budget: evict
+	 * down to what is left, then hand it over. */
+	tide__pool_reclaim(p);
+	if (p->resident > tide__pool_budget(p))
+		return;
+	pthread_mutex_lock(&parent->lock);
+	if (!parent->balance_off)
+		hand_over(p, parent->shards[p->give_to], p->giving);
+	__atomic_store_n(&p->giving, 0, __ATOMIC_RELAXED);
+	pthread_mutex_unlock(&parent->lock);
 }

@@ -47,7 +47,8 @@ static void watch(void *arg)
 			   "last doing: %s; resident %llu of %zu bytes, %llu I/Os in flight, "
 			   "%llu bytes of faults waiting for room",
 			   (double)idle / 1e9, __atomic_load_n(&p->doing, __ATOMIC_RELAXED),
-			   (unsigned long long)p->resident, p->opt.budget,
+			   (unsigned long long)__atomic_load_n(&p->resident, __ATOMIC_RELAXED),
+			   (size_t)__atomic_load_n(&p->share, __ATOMIC_RELAXED),
 			   (unsigned long long)p->inflight, (unsigned long long)p->waiting_bytes);
 	}
 	pthread_mutex_unlock(&p->watch_lock);

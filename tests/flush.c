@@ -19,7 +19,9 @@ static tide_pool *make_pool(enum tide_writeback wb, size_t ps)
 
 	test_require_writeback(wb);
 	tide_options_init(&o);
-	o.budget = ps * 4 > 4 * MiB ? ps * 4 : 4 * MiB;
+	/* Four pages, at least 4 MiB, for each service thread (TIDE_SERVICE_THREADS
+	 * in the environment splits the budget). */
+	o.budget = (ps * 4 > 4 * MiB ? ps * 4 : 4 * MiB) * o.service_threads;
 	o.page_size = ps;
 	o.writeback = wb;
 	o.flush_interval_ms = 0;   /* only the flushes under test write */

@@ -384,6 +384,92 @@ Test(shards, one_service_thread_keeps_its_name)
 	cr_assert_eq(tide_pool_destroy(pool), 0);
 }
 
+/* ---- the budget follows the faults ---- */
+
+struct walk {
+	tide_pool *pool;
+	int fd;
+	unsigned id;
+	uint64_t *base;
+	size_t wrong;             /* words that differ from the file */
+	int map_errno;
+};
+
+/* Map region `id` from here and read all of it twice: 4x a shard's fair
+ * share, twice the pool's budget. */
+static void *walk_region(void *arg)
+{
+	struct walk *w = arg;
+
+	w->base = tide_map(w->pool, w->fd, (off_t)(w->id * REGION), REGION, TIDE_PROT_READ, 0);
+	w->map_errno = w->base ? 0 : errno;
+	for (int pass = 0; w->base && pass < 2; pass++)
+		for (size_t i = 0; i < REGION / 8; i++)
+			w->wrong += w->base[i] != test_word(w->id * (REGION / 8) + i, 42);
+	return NULL;
+}
+
+static struct tide_stats shard_stats(tide_pool *pool, unsigned i)
+{
+	struct tide_stats st;
+
+	cr_assert_eq(tide_pool_stats(pool->shards[i], &st), 0, "%s", tide_last_error());
+	return st;
+}
+
+/* One busy region gets nearly the whole budget while the other shard has
+ * nothing to do; when the other gets busy, it gets its fair share back. */
+Test(shards, budget_moves_to_the_busy_shard_and_back)
+{
+	struct walk w[2];
+	struct tide_stats s0, s1, all;
+	tide_pool *pool;
+	int cpu[2], fd;
+
+	test_require_uffd();
+	two_cpus(cpu);
+	fd = test_file(2 * REGION, 42);
+	pool = pool_with(2, 2 * SHARD_BUDGET, true);
+	for (unsigned i = 0; i < 2; i++)
+		w[i] = (struct walk){ .pool = pool, .fd = fd, .id = i };
+
+	on_cpu(cpu[0], walk_region, &w[0]);
+	cr_assert_not_null(w[0].base, "tide_map: %s", strerror(w[0].map_errno));
+	cr_expect_eq(w[0].wrong, 0, "%zu words read differ from the file", w[0].wrong);
+	s0 = shard_stats(pool, 0);
+	s1 = shard_stats(pool, 1);
+	cr_expect_gt(s0.peak_resident_bytes, 3 * SHARD_BUDGET / 2,
+		     "the busy shard held at most %llu bytes: its fair share is %llu of %llu",
+		     (unsigned long long)s0.peak_resident_bytes, SHARD_BUDGET, 2 * SHARD_BUDGET);
+	cr_expect_leq(s0.peak_resident_bytes, s0.budget);
+	cr_expect_eq(s0.budget + s1.budget, 2 * SHARD_BUDGET, "shares %llu + %llu",
+		     (unsigned long long)s0.budget, (unsigned long long)s1.budget);
+	cr_expect_lt(s1.budget, SHARD_BUDGET / 4, "the idle shard kept %llu bytes",
+		     (unsigned long long)s1.budget);
+
+	/* The other shard's region, read from its CPU while the first region
+	 * stays mapped and resident. */
+	on_cpu(cpu[1], walk_region, &w[1]);
+	cr_assert_not_null(w[1].base, "tide_map: %s", strerror(w[1].map_errno));
+	cr_expect_eq(w[1].wrong, 0, "%zu words read differ from the file", w[1].wrong);
+	s0 = shard_stats(pool, 0);
+	s1 = shard_stats(pool, 1);
+	cr_expect_geq(s1.budget, SHARD_BUDGET, "the second shard got %llu bytes back of its %llu",
+		      (unsigned long long)s1.budget, SHARD_BUDGET);
+	cr_expect_gt(s1.peak_resident_bytes, SHARD_BUDGET / 2);
+	cr_expect_leq(s0.resident_bytes, s0.budget);
+	cr_expect_leq(s1.resident_bytes, s1.budget);
+	cr_expect_geq(s1.fills, REGION / PAGE, "every page of the second region was read");
+	cr_expect_gt(s0.evictions, 0);
+	cr_assert_eq(tide_pool_stats(pool, &all), 0);
+	cr_expect_eq(all.budget, 2 * SHARD_BUDGET, "budget is the sum of the shares");
+
+	for (unsigned i = 0; i < 2; i++)
+		cr_expect_eq(tide_unmap(w[i].base), 0, "%s", tide_last_error());
+	cr_assert_eq(tide_pool_destroy(pool), 0, "%s", tide_last_error());
+	close(fd);
+}
+
 /* ---- destroy ---- */
 
 Test(shards, destroy_with_a_live_region_in_one_shard_is_busy_and_changes_nothing)

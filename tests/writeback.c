@@ -213,6 +213,7 @@ ParameterizedTest(enum tide_writeback *wb, writeback, run_longer_than_bounce)
 	tide_options_init(&o);
 	o.budget = 16 * MiB;
 	o.bounce = 4 * MiB;
+	o.service_threads = 1;   /* the subject is one arena of this size */
 	o.page_size = ps;
 	o.writeback = *wb;
 	o.write_max = len;
@@ -718,6 +719,9 @@ Test(writeback, read_ahead_counts_leaving_pages_as_gone)
 	/* Short runs: eviction takes the oldest pages, not a run reaching up to
 	 * the page the writer is on (which would then wait for a held write). */
 	o.write_max = 4 * ps;
+	/* The room read-ahead sees at one moment: one pool's, not a budget a
+	 * sibling shard lends in its own time. */
+	o.service_threads = 1;
 	cr_assert_eq(tide_pool_create(&pool, &o), 0, "%s", tide_last_error());
 	mem_init(&m, len);
 	m.hold_all = 1;

@@ -6,7 +6,8 @@
  * space; page faults on a region are served by the pool's service thread,
  * which fills pages from the store, keeps at most `budget` bytes resident and
  * writes dirty pages back when it evicts them. A pool created with
- * service_threads = N > 1 is N such shards, each with 1/N of the budget.
+ * service_threads = N > 1 is N such shards, each starting with 1/N of the
+ * budget, which moves to the shards that fault.
  *
  * Error contract: functions returning int return 0 (or a non-negative count)
  * on success and a negative errno value on failure. Functions returning a

@@ -430,6 +430,8 @@ int tide__pool_start(struct tide_pool **out, const struct tide_options *opts,
 	p->parent = parent;
 	p->shard = shard;
 	p->share = p->fair = p->opt.budget;
+	if (p->parent)
+		tide__shard_floor(p);
 	if (!p->opt.bounce)
 		p->opt.bounce = tide__default_bounce(p->opt.budget);
 	p->owner = getpid();

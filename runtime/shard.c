@@ -201,11 +201,14 @@ struct tide_pool *tide__shard_pick(struct tide_pool *p)
 
 void tide__shard_floor(struct tide_pool *p)
 {
-	uint64_t floor = 0;
+	/* Four pages of the largest page size mapped here (what tide_map
+	 * asks of the fair share), at least of the pool's page size: a region
+	 * mapped later can fault at once, not only when a sibling has evicted
+	 * for its claim. */
+	uint64_t floor = TIDE_MIN_PAGES * (uint64_t)p->opt.page_size;
 
-	/* Four pages of the largest page size mapped here: what tide_map
-	 * asked of the fair share. A shard with no region lends it all; its
-	 * first fault then claims its fair share back. */
+	if (floor > p->fair)
+		floor = p->fair;
 	for (size_t i = 0; i < p->nregions; i++)
 		if (TIDE_MIN_PAGES * p->regions[i]->page_size > floor)
 			floor = TIDE_MIN_PAGES * p->regions[i]->page_size;

@@ -93,6 +93,10 @@ part_tide() {
 		permread:cache:4k:fixed:2 | tag "$1" >>"$jsonl" || true
 	TIDE_WAKE_POLL_US=0 TIDE_SERVICE_THREADS=2 "$fault" --secs "$secs" --file "$data" --budget "$budget" --app-cpu 0 \
 		--tag shards permread:cache:4k:fixed:2 | tag "$1" >>"$jsonl" || true
+	# One app thread on a pool of two shards: its walk (80% of the budget)
+	# fits only if its shard borrows the idle one's budget.
+	TIDE_WAKE_POLL_US=0 TIDE_SERVICE_THREADS=2 "$fault" --secs "$secs" --file "$data" --budget "$budget" --app-cpu 0 \
+		--tag shards permread:cache:4k | tag "$1" >>"$jsonl" || true
 	TIDE_WAKE_POLL_US=0 "$fault" --secs "$secs" --file "$data" \
 		--budget "$budget" --tag nopoll permread:cache:4k randread:cache:4k \
 		randread:cache:4k:fixed:2 | tag "$1" >>"$jsonl" || true
@@ -206,6 +210,7 @@ END {
 	row("fill per fault, 64 KiB, page cache (vs uffd same-vCPU 64 KiB)", "tide.randread.cache.64k", "faults_per_s", "uffd.same.64k", "per_s", "")
 	row("two app threads, one vCPU each, own regions, TIDE_SERVICE_THREADS=2, wake polling off (vs one uffd + handler per vCPU)", "tide.permread.cache.4k.t2.pin0.shards", "faults_per_s", "uffd2.percpu.4k", "per_s", 0.7)
 	row("same, one service thread", "tide.permread.cache.4k.t2.pin0", "faults_per_s", "uffd2.percpu.4k", "per_s", 0.7)
+	row("one app thread on two shards (pinned, polling off): its walk fits once its shard borrows the budget of the idle shard; evictions and peak in the last table (vs one service thread)", "tide.permread.cache.4k.pin0.shards", "faults_per_s", "tide.permread.cache.4k.pin0", "faults_per_s", "")
 	row("two app threads sharing a region, default placement, full pool", "tide.randread.cache.4k.t2", "faults_per_s", "uffd2.percpu.4k", "per_s", 0.7)
 	row("same, wake polling off", "tide.randread.cache.4k.t2.nopoll", "faults_per_s", "uffd2.percpu.4k", "per_s", 0.7)
 	row("faults on the faulting thread (TIDE_SIGNAL_FAULTS): fill per fault, 1 thread, 4 KiB, page cache, room in the pool, default placement (vs uffd same-vCPU round trip)", "tide.permread.cache.4k.sig", "faults_per_s", "uffd.same.4k", "per_s", 0.7)

@@ -37,6 +37,8 @@ if [ ! -d "$build" ]; then
 	meson setup "$build" "$root" --buildtype=release >/dev/null
 fi
 ninja -C "$build" bench/bench_raw bench/bench_fault >/dev/null
+# What was built, named now: the tree may change while the run goes on.
+built="$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo ?)$(git -C "$root" status --porcelain runtime 2>/dev/null | grep -q . && echo ' + uncommitted runtime changes')"
 
 raw=$build/bench/bench_raw
 fault=$build/bench/bench_fault
@@ -164,7 +166,7 @@ machine() {
 	echo "- kernel: $(uname -r), $(nproc) vCPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'))"
 	echo "- memory: $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
 	echo "- disk: $dir on $src ($(findmnt -no FSTYPE --target "$dir" 2>/dev/null)), scheduler $(cat /sys/block/"$dev"/queue/scheduler 2>/dev/null | sed 's/.*\[\(.*\)\].*/\1/' || echo ?)"
-	echo "- tide: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo ?)$(git -C "$root" status --porcelain runtime 2>/dev/null | grep -q . && echo ' + uncommitted runtime changes')"
+	echo "- tide: $built"
 	echo "- run: $reps repetitions, ${secs}s per figure, budget $budget, file $((bytes * 4 / 1048576)) MiB, $elapsed s in all; load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 	env | grep '^TIDE_' | sed 's/^/- env: /' || true
 }

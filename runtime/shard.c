@@ -156,6 +156,9 @@ int tide__shards_stats(struct tide_pool *p, struct tide_stats *stats)
 	}
 	if (ret == 0)
 		tide__stats_sum_latency(stats, all);
+	/* Not the shares summed: they add up to it, but read one after the
+	 * other they may catch a share on its way between two shards. */
+	stats->budget = p->opt.budget;
 	free(all);
 	return ret;
 }
@@ -258,10 +261,13 @@ void tide__shard_ask(struct tide_pool *p, uint64_t need)
 
 		if (s == p)
 			continue;
-		/* A promise to this shard is being kept: wait for it. */
-		if (__atomic_load_n(&s->giving, __ATOMIC_RELAXED) &&
-		    __atomic_load_n(&s->give_to, __ATOMIC_RELAXED) == p->shard)
-			return;
+		/* A promise to this shard is being kept: wait for it. A shard
+		 * keeping one to another has nothing else to give. */
+		if (__atomic_load_n(&s->giving, __ATOMIC_RELAXED)) {
+			if (__atomic_load_n(&s->give_to, __ATOMIC_RELAXED) == p->shard)
+				return;
+			continue;
+		}
 		s_share = __atomic_load_n(&s->share, __ATOMIC_RELAXED);
 		can = spare_of(s, s_share);
 		/* A busy shard's spare is the slack between its watermarks:

@@ -91,7 +91,6 @@ void tide__stats_sum(struct tide_stats *sum, struct tide__stats *all,
 	/* Each shard's peak, summed: it bounds the pool's peak from above. */
 	ADD(peak_resident_bytes);
 	ADD(dirty_bytes);
-	ADD(budget);
 	ADD(bounce_bytes);
 	ADD(regions);
 	ADD(drop_calls);

@@ -38,7 +38,10 @@ if [ ! -d "$build" ]; then
 fi
 ninja -C "$build" bench/bench_raw bench/bench_fault >/dev/null
 # What was built, named now: the tree may change while the run goes on.
-built="$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo ?)$(git -C "$root" status --porcelain runtime 2>/dev/null | grep -q . && echo ' + uncommitted runtime changes')"
+built=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo ?)
+if git -C "$root" status --porcelain runtime 2>/dev/null | grep -q .; then
+	built="$built + uncommitted runtime changes"
+fi
 
 raw=$build/bench/bench_raw
 fault=$build/bench/bench_fault

@@ -199,10 +199,14 @@ static bool prefetch_step(struct tide_pool *p, struct request *req)
 		uint64_t cap;
 
 		/* A shard asks a sibling for the room the range needs first,
-		 * and waits for the answer: one pass of the sibling's. */
+		 * if it lacks it, and waits for the answer: one pass of the
+		 * sibling's. */
 		if (p->parent && !req->asked) {
+			uint64_t need = (req->end - req->cursor) << r->page_shift;
+
 			req->asked = true;
-			tide__shard_ask(p, (req->end - req->cursor) << r->page_shift);
+			if (p->resident + need > tide__pool_low(p))
+				tide__shard_ask(p, need);
 		}
 		if (p->parent && tide__shard_asking(p))
 			return false;

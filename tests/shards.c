@@ -390,22 +390,33 @@ struct walk {
 	tide_pool *pool;
 	int fd;
 	unsigned id;
+	bool write;               /* write ~word first, then read it back */
 	uint64_t *base;
-	size_t wrong;             /* words that differ from the file */
+	size_t wrong;             /* words that differ from what they must hold */
 	int map_errno;
 };
 
-/* Map region `id` from here and read all of it twice: 4x a shard's fair
- * share, twice the pool's budget. */
+/* What word i of the file holds after the walks. */
+static uint64_t walked_word(size_t i, bool written)
+{
+	return written ? ~test_word(i, 42) : test_word(i, 42);
+}
+
+/* Map region `id` from here and go through all of it twice (4x a shard's
+ * fair share, twice the pool's budget): writing then reading, or reading. */
 static void *walk_region(void *arg)
 {
 	struct walk *w = arg;
+	size_t first = w->id * (REGION / 8);
 
-	w->base = tide_map(w->pool, w->fd, (off_t)(w->id * REGION), REGION, TIDE_PROT_READ, 0);
+	w->base = tide_map(w->pool, w->fd, (off_t)(w->id * REGION), REGION,
+			   TIDE_PROT_READ | (w->write ? TIDE_PROT_WRITE : 0), 0);
 	w->map_errno = w->base ? 0 : errno;
-	for (int pass = 0; w->base && pass < 2; pass++)
+	for (size_t i = 0; w->base && w->write && i < REGION / 8; i++)
+		w->base[i] = walked_word(first + i, true);
+	for (int pass = w->write; w->base && pass < 2; pass++)
 		for (size_t i = 0; i < REGION / 8; i++)
-			w->wrong += w->base[i] != test_word(w->id * (REGION / 8) + i, 42);
+			w->wrong += w->base[i] != walked_word(first + i, w->write);
 	return NULL;
 }
 
@@ -418,20 +429,22 @@ static struct tide_stats shard_stats(tide_pool *pool, unsigned i)
 }
 
 /* One busy region gets nearly the whole budget while the other shard has
- * nothing to do; when the other gets busy, it gets its fair share back. */
+ * nothing to do; when the other gets busy, it gets its fair share back:
+ * the first shard writes its dirty pages back to give it, and loses none. */
 Test(shards, budget_moves_to_the_busy_shard_and_back)
 {
 	struct walk w[2];
 	struct tide_stats s0, s1, all;
 	tide_pool *pool;
-	int cpu[2], fd;
+	uint64_t *disk;
+	int cpu[2], fd, check;
 
 	test_require_uffd();
 	two_cpus(cpu);
 	fd = test_file(2 * REGION, 42);
 	pool = pool_with(2, 2 * SHARD_BUDGET, true);
 	for (unsigned i = 0; i < 2; i++)
-		w[i] = (struct walk){ .pool = pool, .fd = fd, .id = i };
+		w[i] = (struct walk){ .pool = pool, .fd = fd, .id = i, .write = i == 0 };
 
 	on_cpu(cpu[0], walk_region, &w[0]);
 	cr_assert_not_null(w[0].base, "tide_map: %s", strerror(w[0].map_errno));
@@ -448,7 +461,7 @@ Test(shards, budget_moves_to_the_busy_shard_and_back)
 		     (unsigned long long)s1.budget);
 
 	/* The other shard's region, read from its CPU while the first region
-	 * stays mapped and resident. */
+	 * stays mapped, its pages resident and many of them dirty. */
 	on_cpu(cpu[1], walk_region, &w[1]);
 	cr_assert_not_null(w[1].base, "tide_map: %s", strerror(w[1].map_errno));
 	cr_expect_eq(w[1].wrong, 0, "%zu words read differ from the file", w[1].wrong);
@@ -460,13 +473,26 @@ Test(shards, budget_moves_to_the_busy_shard_and_back)
 	cr_expect_leq(s0.resident_bytes, s0.budget);
 	cr_expect_leq(s1.resident_bytes, s1.budget);
 	cr_expect_geq(s1.fills, REGION / PAGE, "every page of the second region was read");
-	cr_expect_gt(s0.evictions, 0);
+	cr_expect_gt(s0.evictions_dirty, 0);
+	cr_expect_eq(s0.writeback_errors, 0);
 	cr_assert_eq(tide_pool_stats(pool, &all), 0);
-	cr_expect_eq(all.budget, 2 * SHARD_BUDGET, "budget is the sum of the shares");
+	cr_expect_eq(all.budget, 2 * SHARD_BUDGET);
 
 	for (unsigned i = 0; i < 2; i++)
 		cr_expect_eq(tide_unmap(w[i].base), 0, "%s", tide_last_error());
 	cr_assert_eq(tide_pool_destroy(pool), 0, "%s", tide_last_error());
+	/* The file, through a descriptor of its own: every word written. */
+	check = test_reopen(fd);
+	disk = malloc(2 * REGION);
+	cr_assert_not_null(disk);
+	test_pread(check, disk, 2 * REGION, 0);
+	for (size_t i = 0; i < 2 * REGION / 8; i++)
+		if (disk[i] != walked_word(i, i < REGION / 8))
+			cr_assert_fail("file word %zu (region %zu) is %#llx, should be %#llx", i,
+				       i / (REGION / 8), (unsigned long long)disk[i],
+				       (unsigned long long)walked_word(i, i < REGION / 8));
+	free(disk);
+	close(check);
 	close(fd);
 }
 

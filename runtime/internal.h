@@ -385,19 +385,19 @@ struct tide_pool {
 	uint64_t uffd_features;
 	int drop_pidfd;           /* this process, for process_madvise; -1 if unusable */
 
-	/* The budget (shard.c: shards lend it to each other). `share` is
-	 * read by any thread and changed under the parent's `lock`; a pool
-	 * without shards keeps share = opt.budget. */
+	/* The budget (shard.c: shards lend it to each other). Siblings read
+	 * these with atomic loads; `share` changes only under the parent's
+	 * `lock`, and a pool without shards keeps share = opt.budget. */
 	uint64_t share;           /* bytes this pool may hold */
 	uint64_t fair;            /* a shard: its share at the start, budget/N */
 	uint64_t floor;           /* a shard: never lent below this (tide__shard_floor) */
 	uint64_t giving;          /* a shard: share promised to shard give_to, handed */
-	unsigned give_to;         /*   over once resident fits without it (owner only) */
-	uint64_t asked;           /* under the parent's lock: bytes shard asked_by asks for */
+	unsigned give_to;         /*   over once resident fits without it (set by the owner) */
+	uint64_t asked;           /* set under the parent's lock: bytes shard asked_by asks for */
 	unsigned asked_by;
 	bool asked_fair;          /*   and it is below its fair share */
-	bool asking;              /* under the parent's lock: an ask of this shard's is out */
-	bool balance_off;         /* a parent, under its lock: shards are going, no asks */
+	bool asking;              /* set under the parent's lock: an ask of this shard's is out */
+	bool balance_off;         /* a parent, set under its lock: shards are going, no asks */
 
 	struct io_uring ring;
 	int ring_efd;

@@ -159,6 +159,11 @@ int tide__shards_stats(struct tide_pool *p, struct tide_stats *stats)
 	/* Not the shares summed: they add up to it, but read one after the
 	 * other they may catch a share on its way between two shards. */
 	stats->budget = p->opt.budget;
+	/* The shards' peaks came at different times, and with budget moving
+	 * between them they may add up to more than the budget; the pool
+	 * never held more (no shard holds more than its share). */
+	if (stats->peak_resident_bytes > p->opt.budget)
+		stats->peak_resident_bytes = p->opt.budget;
 	free(all);
 	return ret;
 }

@@ -40,10 +40,10 @@ static void wait_for_room(struct tide_pool *p, struct region *r, uint64_t page, 
 
 static uint64_t ra_window(const struct tide_pool *p, const struct region *r)
 {
-	uint64_t n = p->opt.read_ahead, max = RA_MAX_BYTES;
+	uint64_t n = p->opt.read_ahead, max = RA_MAX_BYTES, eighth = tide__pool_budget(p) / 8;
 
-	if (max > tide__pool_budget(p) / 8)
-		max = tide__pool_budget(p) / 8;
+	if (max > eighth)
+		max = eighth;
 	if (n > max / r->page_size)
 		n = max / r->page_size;
 	return n;

@@ -329,9 +329,11 @@ struct tide_pool *tide__shard_pick(struct tide_pool *p);  /* for a new region */
 /* The budget follows the faults: a shard about to evict for `need` more
  * bytes asks a sibling for budget it does not use (or, below its fair
  * share, for what the sibling holds above its own); the sibling answers in
- * its next pass (tide__shard_balance). Service thread of p, state lock held. */
+ * its next pass (tide__shard_balance). p is a shard (callers check
+ * p->parent); its service thread or a handler holding its state lock. */
 void tide__shard_ask(struct tide_pool *p, uint64_t need);
-/* Answer asks, and hand over budget promised once it is free. The same. */
+/* Answer asks, and hand over budget promised once it is free. The same,
+ * from p's pass. */
 void tide__shard_balance(struct tide_pool *p);
 /* Regions came or went: p keeps four pages of its largest page size. */
 void tide__shard_floor(struct tide_pool *p);
@@ -388,8 +390,8 @@ struct tide_pool {
 	/* The budget (shard.c: shards lend it to each other). Siblings read
 	 * these with atomic loads; `share` changes only under the parent's
 	 * `lock`, and a pool without shards keeps share = opt.budget. */
-	uint64_t share;           /* bytes this pool may hold */
-	uint64_t fair;            /* a shard: its share at the start, budget/N */
+	uint64_t share;           /* bytes this pool may hold; starts at opt.budget
+	                          * (a shard's opt.budget is its fair share, budget/N) */
 	uint64_t floor;           /* a shard: never lent below this (tide__shard_floor) */
 	uint64_t giving;          /* a shard: share promised to shard give_to, handed */
 	unsigned give_to;         /*   over once resident fits without it (set by the owner) */

@@ -115,7 +115,8 @@ static int pass(struct tide_pool *p)
 	 * the pass sees the CQE or the kernel sees the eventfd on. A kernel
 	 * without the flag (before 5.8) leaves the eventfd on.
 	 */
-	tide__shard_balance(p);
+	if (p->parent)
+		tide__shard_balance(p);
 	do {
 		io_uring_cq_eventfd_toggle(&p->ring, false);
 		work += drive(p);
@@ -429,7 +430,7 @@ int tide__pool_start(struct tide_pool **out, const struct tide_options *opts,
 	p->opt = *opts;
 	p->parent = parent;
 	p->shard = shard;
-	p->share = p->fair = p->opt.budget;
+	p->share = p->opt.budget;
 	if (p->parent)
 		tide__shard_floor(p);
 	if (!p->opt.bounce)

@@ -215,12 +215,18 @@ void tide__shard_floor(struct tide_pool *p)
 	 * for its claim. */
 	uint64_t floor = TIDE_MIN_PAGES * (uint64_t)p->opt.page_size;
 
-	if (floor > p->fair)
-		floor = p->fair;
+	if (floor > p->opt.budget)
+		floor = p->opt.budget;
 	for (size_t i = 0; i < p->nregions; i++)
 		if (TIDE_MIN_PAGES * p->regions[i]->page_size > floor)
 			floor = TIDE_MIN_PAGES * p->regions[i]->page_size;
 	__atomic_store_n(&p->floor, floor, __ATOMIC_RELAXED);
+}
+
+/* Whole 4 KiB pages of b bytes. */
+static uint64_t pages_down(uint64_t b)
+{
+	return b & ~(uint64_t)(TIDE_MIN_PAGE - 1);
 }
 
 /* Budget s could give without evicting, from any thread (the figures are
@@ -233,13 +239,13 @@ static uint64_t spare_of(const struct tide_pool *s, uint64_t share)
 
 	if (keep < floor)
 		keep = floor;
-	return share > keep ? (share - keep) & ~(uint64_t)(TIDE_MIN_PAGE - 1) : 0;
+	return share > keep ? pages_down(share - keep) : 0;
 }
 
 /* What s holds above its fair share. */
 static uint64_t excess_of(const struct tide_pool *s, uint64_t share)
 {
-	return share > s->fair ? (share - s->fair) & ~(uint64_t)(TIDE_MIN_PAGE - 1) : 0;
+	return share > s->opt.budget ? pages_down(share - s->opt.budget) : 0;
 }
 
 bool tide__shard_asking(const struct tide_pool *p)
@@ -251,15 +257,15 @@ void tide__shard_ask(struct tide_pool *p, uint64_t need)
 {
 	struct tide_pool *parent = p->parent, *best = NULL;
 	uint64_t share = __atomic_load_n(&p->share, __ATOMIC_RELAXED), want, most = 0;
-	bool below = share < p->fair;
+	bool below = share < p->opt.budget;
 
 	if (tide__shard_asking(p) || __atomic_load_n(&parent->balance_off, __ATOMIC_ACQUIRE))
 		return;
 	/* Enough to hold what is here and `need` at the low watermark. */
 	want = (p->resident + need) * 100 / p->opt.low_water;
 	want = want > share ? want - share : 0;
-	if (want < p->fair / 8)
-		want = p->fair / 8;
+	if (want < p->opt.budget / 8)
+		want = p->opt.budget / 8;
 	for (unsigned i = 0; i < parent->nshards; i++) {
 		struct tide_pool *s = parent->shards[i];
 		uint64_t s_share, can;
@@ -277,7 +283,7 @@ void tide__shard_ask(struct tide_pool *p, uint64_t need)
 		can = spare_of(s, s_share);
 		/* A busy shard's spare is the slack between its watermarks:
 		 * not worth a wake-up, and taking it would only be asked back. */
-		if (can < s->fair / 4 && __atomic_load_n(&s->resident, __ATOMIC_RELAXED))
+		if (can < s->opt.budget / 4 && __atomic_load_n(&s->resident, __ATOMIC_RELAXED))
 			can = 0;
 		if (below && excess_of(s, s_share) > can)
 			can = excess_of(s, s_share);
@@ -334,7 +340,7 @@ static void answer(struct tide_pool *p)
 	 * shard's pages fit without it (tide__shard_balance). */
 	claim = p->asked_fair && give < p->asked ? excess_of(p, share - give) : 0;
 	if (claim > p->asked - give)
-		claim = (p->asked - give) & ~(uint64_t)(TIDE_MIN_PAGE - 1);
+		claim = pages_down(p->asked - give);
 	if (claim && !p->giving) {
 		__atomic_store_n(&p->give_to, p->asked_by, __ATOMIC_RELAXED);
 		__atomic_store_n(&p->giving, claim, __ATOMIC_RELAXED);
@@ -351,8 +357,6 @@ void tide__shard_balance(struct tide_pool *p)
 {
 	struct tide_pool *parent = p->parent;
 
-	if (!parent)
-		return;
 	if (__atomic_load_n(&p->asked, __ATOMIC_RELAXED))
 		answer(p);
 	if (!p->giving)

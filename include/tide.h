@@ -64,7 +64,9 @@ struct tide_options {
 	size_t write_max;           /* TIDE_WRITE_MAX: longest write-back I/O, bytes */
 	unsigned service_threads;   /* TIDE_SERVICE_THREADS: shards, each with a service thread; 0 = 1 */
 	int signal_faults;          /* TIDE_SIGNAL_FAULTS: serve faults on the faulting thread (SIGBUS) */
-	uint64_t reserved[6];       /* zero; room to grow without breaking the ABI */
+	int recycle;                /* TIDE_RECYCLE: evict dirty pages by moving them out, reuse them */
+	int reserved_pad;
+	uint64_t reserved[5];       /* zero; room to grow without breaking the ABI */
 };
 
 void tide_options_init(struct tide_options *opts);
@@ -203,7 +205,10 @@ struct tide_stats {
 	uint64_t store_writes;      /* write operations sent to stores: a run of adjacent pages is one */
 	uint64_t fills_zero;        /* of fills, pages of store holes installed as zeros, not read */
 	uint64_t faults_signal;     /* of faults, served on the faulting thread (TIDE_SIGNAL_FAULTS) */
-	uint64_t reserved[3];
+	uint64_t evictions_moved;   /* of evictions_dirty, written from pages moved out of their region (TIDE_RECYCLE) */
+	uint64_t fills_recycled;    /* of fills, pages installed by moving such an evicted page into place */
+	int recycle;                /* 1 if eviction moves pages out (TIDE_RECYCLE and UFFDIO_MOVE) */
+	int reserved_pad;
 };
 
 int tide_pool_stats(tide_pool *pool, struct tide_stats *stats);

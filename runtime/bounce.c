@@ -77,6 +77,29 @@ int tide__bounce_init(struct tide__bounce *b, size_t size)
 	return 0;
 }
 
+/* Address space only, for spare.c: the same allocator over pages that are
+ * present only while pages are moved there. Not registered anywhere. */
+int tide__bounce_reserve(struct tide__bounce *b, size_t size)
+{
+	memset(b, 0, sizeof(*b));
+	b->unit = TIDE_MIN_PAGE;
+	b->nunits = size / b->unit;
+	b->map = calloc((b->nunits + 63) / 64, sizeof(uint64_t));
+	if (!b->map)
+		return -ENOMEM;
+	b->base = mmap(NULL, size, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (b->base == MAP_FAILED) {
+		b->base = NULL;
+		free(b->map);
+		return -ENOMEM;
+	}
+	madvise(b->base, size, MADV_NOHUGEPAGE);
+	madvise(b->base, size, MADV_DONTFORK);
+	b->size = size;
+	return 0;
+}
+
 void tide__bounce_fini(struct tide__bounce *b)
 {
 	if (b->base)

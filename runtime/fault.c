@@ -70,12 +70,10 @@ static void ra_issue(struct tide_pool *p, struct region *r, uint64_t *q, uint64_
 		if (!n)
 			return;
 		ret = tide__fill_run(p, r, *q, n, r->seq_write, FILL_READAHEAD, 0);
-		if (ret > 0) {
-			*last = *q;
-			*q += (uint64_t)ret;
-		}
-		if (ret < (int)n)
+		if (ret <= 0)
 			return;
+		*last = *q;
+		*q += (uint64_t)ret;
 	}
 }
 
@@ -153,7 +151,7 @@ static void read_ahead_more(struct tide_pool *p, struct region *r, uint64_t page
 	uint64_t n = ra_window(p, r);
 
 	/* In steps of a whole read, so the window moves in large I/Os. */
-	uint64_t step = n / 2 < tide__fill_run_max(r) ? n / 2 : tide__fill_run_max(r);
+	uint64_t step = n / 2 < tide__fill_read_max(r) ? n / 2 : tide__fill_read_max(r);
 
 	if (n && r->seq_run >= 2 && page < r->next_seq_page &&
 	    page + n >= r->next_seq_page + (step ? step - 1 : 0))
@@ -201,6 +199,11 @@ static void fault_wp(struct tide_pool *p, struct region *r, uint64_t page, uint6
 		tide__stats_latency(&p->st, tide__now_ns() - now);
 		break;
 	case FRAME_WRITEBACK:
+		/* Raised before the page moved out: the retry is a missing fault. */
+		if (fr->moved) {
+			tide__uffd_wake(p->uffd, addr, r->page_size);
+			break;
+		}
 		/* The writer waits until the write-back completes; then the page
 		 * stays, dirty again, instead of being dropped. */
 		fr->redirtied = 1;
@@ -254,6 +257,13 @@ void tide__fault(struct tide_pool *p, const struct uffd_msg *m, uint64_t now)
 			if (!fr->t_fault)
 				fr->t_fault = now;
 			read_ahead_more(p, r, page);
+		} else if (fr->state == FRAME_WRITEBACK && fr->moved) {
+			/* Its write-back moved it out: it comes back when the write
+			 * is done, and the fault waits till then. */
+			fr->want_write |= write;
+			fr->referenced = 1;
+			if (!fr->t_fault)
+				fr->t_fault = now;
 		} else {
 			/* Installed after the fault was raised. */
 			tide__uffd_wake(p->uffd, tide__page_addr(r, page), r->page_size);

@@ -23,9 +23,14 @@
 
 #include "internal.h"
 
-/* The most bytes one fill covers: a run of 512 KiB, or one page if larger. */
+/* The most bytes one read covers: a run of 512 KiB, or one page if larger. */
 #define FILL_RUN_BYTES (512u << 10)
 #define FILL_MAX_BYTES (FILL_RUN_BYTES > TIDE_MAX_PAGE ? FILL_RUN_BYTES : TIDE_MAX_PAGE)
+/* The most bytes of a hole one fill installs: the zero source's size. A
+ * hole costs no I/O, so its run is as long as the source allows: fewer
+ * calls, and with spare pages (spare.c) fewer moves, each a TLB shootdown
+ * on the app's vCPU. */
+#define HOLE_RUN_BYTES FILL_MAX_BYTES
 
 struct fill {
 	struct tide_io io;
@@ -147,16 +152,35 @@ static void install(struct tide_pool *p, struct fill *fl, uint32_t i, uint32_t j
 	}
 }
 
+/* Zeros for pages [i, j) of a hole, all installed writable: evicted pages
+ * from the spare room where there are some (spare.c). Returns the first
+ * page not installed. */
+static uint32_t install_spare(struct tide_pool *p, struct fill *fl, uint32_t i, uint32_t j)
+{
+	struct region *r = fl->region;
+	size_t ps = r->page_size;
+	size_t got = tide__spare_zeros(p, tide__page_addr(r, fl->page + i), (size_t)(j - i) * ps, ps);
+
+	for (; got >= ps; got -= ps) {
+		p->st.c.fills_recycled++;
+		fill_installed(p, fl, fl->frames[i++]);
+	}
+	return i;
+}
+
 /* Install pages [i, end) of a fill, stretches of pages with one mode at a time. */
 static void install_span(struct tide_pool *p, struct fill *fl, uint32_t i, uint32_t end)
 {
 	while (i < end) {
 		uint64_t mode = copy_mode(tide__frame(p, fl->frames[i]));
-		uint32_t j = i + 1;
+		uint32_t j = i + 1, k = i;
 
 		while (j < end && copy_mode(tide__frame(p, fl->frames[j])) == mode)
 			j++;
-		install(p, fl, i, j, mode);
+		/* A moved-in page has no uffd-wp bit: only for writable installs. */
+		if (fl->zero && !mode && p->spare.nfree)
+			k = install_spare(p, fl, i, j);
+		install(p, fl, k, j, mode);
 		i = j;
 	}
 }
@@ -301,9 +325,16 @@ out:
 }
 
 /* The most pages one fill reads: 512 KiB, or one page if larger. */
-uint32_t tide__fill_run_max(const struct region *r)
+uint32_t tide__fill_read_max(const struct region *r)
 {
 	return r->page_size >= FILL_RUN_BYTES ? 1 : (uint32_t)(FILL_RUN_BYTES / r->page_size);
+}
+
+/* The most pages one tide__fill_run covers: a hole's run, 2 MiB (its reads
+ * stay at tide__fill_read_max). */
+uint32_t tide__fill_run_max(const struct region *r)
+{
+	return r->page_size >= HOLE_RUN_BYTES ? 1 : (uint32_t)(HOLE_RUN_BYTES / r->page_size);
 }
 
 /* Take the frames of pages [page, page + n) of r (FILLING) for fill `fl`,
@@ -350,13 +381,13 @@ static uint32_t hole_pages(struct region *r, uint64_t page, uint32_t n)
 }
 
 /* Pages of a hole: installed now from the zero source, no read, so the
- * fill lives on the stack (a run is at most FILL_RUN_BYTES of 4 KiB pages). */
+ * fill lives on the stack (a run is at most HOLE_RUN_BYTES of 4 KiB pages). */
 static int fill_zero(struct tide_pool *p, struct region *r, uint64_t page, uint32_t n,
 		     bool write, enum fill_kind prefetch, uint64_t t_fault)
 {
 	union {
 		struct fill fl;
-		char room[sizeof(struct fill) + FILL_RUN_BYTES / TIDE_MIN_PAGE * sizeof(uint32_t)];
+		char room[sizeof(struct fill) + HOLE_RUN_BYTES / TIDE_MIN_PAGE * sizeof(uint32_t)];
 	} z;
 
 	if (fill_take(p, &z.fl, r, page, n, write, prefetch, t_fault) < 0)
@@ -440,15 +471,15 @@ static int fill_read(struct tide_pool *p, struct region *r, uint64_t page, uint3
 /*
  * Fill pages [page, page + n) of r, all missing, at most tide__fill_run_max.
  * A hole at the start of the run is installed as zeros at once; the rest is
- * read (a hole further in reads as zeros too, just not for free). Returns
- * the number of pages started, which is fewer than n when the budget or the
- * bounce arena has no room for all of them, or -EAGAIN (no room for one
- * page) or -ENOMEM.
+ * read, at most tide__fill_read_max pages (a hole further in reads as zeros
+ * too, just not for free). Returns the number of pages started, which is
+ * fewer than n when the budget or the bounce arena has no room for all of
+ * them or the read was capped, or -EAGAIN (no room for one page) or -ENOMEM.
  */
 int tide__fill_run(struct tide_pool *p, struct region *r, uint64_t page, uint32_t n, bool write,
 		   enum fill_kind prefetch, uint64_t t_fault)
 {
-	uint32_t zero;
+	uint32_t zero, rmax = tide__fill_read_max(r);
 	int ret;
 
 	if (n > tide__fill_run_max(r))
@@ -459,11 +490,12 @@ int tide__fill_run(struct tide_pool *p, struct region *r, uint64_t page, uint32_
 		return -EAGAIN;
 	zero = hole_pages(r, page, n);
 	if (!zero)
-		return fill_read(p, r, page, n, write, prefetch, t_fault);
+		return fill_read(p, r, page, n < rmax ? n : rmax, write, prefetch, t_fault);
 	ret = fill_zero(p, r, page, zero, write, prefetch, t_fault);
 	if (ret < 0 || zero == n)
 		return ret;
-	ret = fill_read(p, r, page + zero, n - zero, write, prefetch, t_fault);
+	n -= zero;
+	ret = fill_read(p, r, page + zero, n < rmax ? n : rmax, write, prefetch, t_fault);
 	return ret < 0 ? (int)zero : (int)zero + ret;
 }
 

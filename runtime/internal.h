@@ -111,10 +111,34 @@ struct tide__bounce {
 	bool registered;         /* io_uring fixed buffer index 0 */
 };
 int tide__bounce_init(struct tide__bounce *b, size_t size);
+int tide__bounce_reserve(struct tide__bounce *b, size_t size);
 void tide__bounce_fini(struct tide__bounce *b);
 void *tide__bounce_get(struct tide__bounce *b, size_t len);
 void *tide__bounce_get_span(struct tide__bounce *b, size_t piece, size_t max, size_t *len);
 void tide__bounce_put(struct tide__bounce *b, void *p, size_t len);
+
+/* ---- spare.c: evicted pages moved out of their region, reused by fills ---- */
+#define TIDE_SPARE_RUNS 64
+struct spare_run {
+	char *at;
+	size_t len;
+};
+struct tide__spare {
+	bool on;                 /* TIDE_RECYCLE, and the kernel has UFFDIO_MOVE */
+	struct tide__bounce room;/* address space for moved pages, uffd-registered */
+	struct spare_run free[TIDE_SPARE_RUNS]; /* written back, present, oldest first */
+	unsigned nfree;
+	uint64_t free_bytes;
+};
+int tide__spare_init(struct tide_pool *p);
+void tide__spare_fini(struct tide_pool *p);
+/* A slot of at most `max` bytes, whole pieces, for pages to move out; NULL if none. */
+void *tide__spare_room(struct tide_pool *p, size_t piece, size_t max, size_t *len);
+int tide__spare_out(struct tide_pool *p, char *at, char *addr, size_t len);
+void tide__spare_back(struct tide_pool *p, char *at, char *addr, size_t len, bool protect);
+void tide__spare_free(struct tide_pool *p, char *at, size_t len);
+size_t tide__spare_zeros(struct tide_pool *p, char *addr, size_t len, size_t ps);
+void tide__spare_trim(struct tide_pool *p);
 
 /* ---- store I/O: every storage operation is one of these ---- */
 struct tide_io {
@@ -179,6 +203,7 @@ struct frame {
 	uint8_t prefetch;        /* enum fill_kind of the fill */
 	uint8_t held;            /* filled by a fault handler that has not returned yet */
 	uint8_t trigger;         /* read-ahead: staged when read unless a fault waits */
+	uint8_t moved;           /* WRITEBACK: the page is out of the region, in the spare room */
 	uint64_t t_fault;        /* when the fault was read (latency) */
 };
 
@@ -253,7 +278,8 @@ bool tide__fault_waiting(const struct tide_pool *p, const struct region *r, uint
 enum fill_kind { FILL_DEMAND = 0, FILL_READAHEAD = 1, FILL_PREFETCH = 2 };
 int tide__fill_init(struct tide_pool *p);        /* the zero source for store holes */
 void tide__fill_fini(struct tide_pool *p);
-uint32_t tide__fill_run_max(const struct region *r);
+uint32_t tide__fill_run_max(const struct region *r);   /* pages of one fill_run (holes) */
+uint32_t tide__fill_read_max(const struct region *r);  /* pages of one read */
 int tide__fill_run(struct tide_pool *p, struct region *r, uint64_t page, uint32_t n, bool write,
 		   enum fill_kind prefetch, uint64_t t_fault);
 int tide__fill_start(struct tide_pool *p, struct region *r, uint64_t page, bool write,
@@ -404,6 +430,7 @@ struct tide_pool {
 	struct io_uring ring;
 	int ring_efd;
 	struct tide__bounce bounce;
+	struct tide__spare spare;
 	char *zeros;              /* fill.c: read-only zeros, never uffd-registered */
 	int odirect_warned;
 	int odirect_used;         /* a file store got O_DIRECT */

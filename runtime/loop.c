@@ -123,6 +123,8 @@ static int pass(struct tide_pool *p)
 		io_uring_cq_eventfd_toggle(&p->ring, true);
 		__atomic_thread_fence(__ATOMIC_SEQ_CST);
 	} while (io_uring_cq_ready(&p->ring));
+	/* Evicted pages no fill took leave, as far as the budget needs. */
+	tide__spare_trim(p);
 	tide__state_unlock(p, true);
 	p->doing = "waiting in the event loop";
 	if (work) {
@@ -385,6 +387,8 @@ static int open_uffd(struct tide_pool *p)
 		want |= UFFD_FEATURE_SIGBUS;
 	}
 	want |= have & (UFFD_FEATURE_POISON | UFFD_FEATURE_THREAD_ID);
+	if (p->opt.recycle)
+		want |= have & UFFD_FEATURE_MOVE;
 	p->uffd = tide__uffd_open(O_NONBLOCK, NULL);
 	if (p->uffd < 0)
 		return tide__fail(p->uffd, "cannot open userfaultfd: %s", strerror(-p->uffd));
@@ -454,6 +458,11 @@ int tide__pool_start(struct tide_pool **out, const struct tide_options *opts,
 		tide__fail(ret, "no address space for the zero source of store holes");
 		goto fail_zeros;
 	}
+	ret = tide__spare_init(p);
+	if (ret < 0) {
+		tide__fail(ret, "no address space for the spare room of evicted pages");
+		goto fail_spare;
+	}
 	ret = tide__ring_init(p);
 	if (ret < 0)
 		goto fail_ring;
@@ -512,6 +521,8 @@ fail_sem:
 fail_epochs:
 	tide__ring_fini(p);
 fail_ring:
+	tide__spare_fini(p);
+fail_spare:
 	tide__fill_fini(p);
 fail_zeros:
 	tide__bounce_fini(&p->bounce);
@@ -546,6 +557,7 @@ int tide_pool_destroy(tide_pool *p)
 	pthread_mutex_destroy(&p->lock);
 	tide__epochs_fini(p);
 	tide__ring_fini(p);
+	tide__spare_fini(p);
 	tide__fill_fini(p);
 	tide__bounce_fini(&p->bounce);
 	if (p->drop_pidfd >= 0)

@@ -42,6 +42,7 @@
 #define FIELD_WAKE_POLL_US wake_poll_us
 #define FIELD_SERVICE_THREADS service_threads
 #define FIELD_SIGNAL_FAULTS signal_faults
+#define FIELD_RECYCLE recycle
 
 /* The ABI: fields come out of reserved[], the struct keeps its size. */
 _Static_assert(sizeof(void *) != 8 || sizeof(struct tide_options) == 136,
@@ -62,6 +63,7 @@ const struct tide__option tide__options[] = {
 	OPT(SERVICE_CPU, OPT_INT, "-1", "CPU to pin the service thread to; -1 leaves it to the scheduler (must stay -1 with TIDE_SERVICE_THREADS > 1)"),
 	OPT_RANGE(SERVICE_THREADS, "1", 1, TIDE_MAX_SHARDS, "service threads, 1-64; N > 1 splits the pool into N shards, each with its own service thread pinned to one CPU, userfaultfd, io_uring ring and bounce buffers, starting with 1/N of the budget (lent to a busy shard while the others idle); a region is served by the shard on the CPU that maps it (else round robin); see docs/design.md, Shards"),
 	OPT(SIGNAL_FAULTS, OPT_BOOL, "0", "serve each fault on the thread that took it, in a SIGBUS handler (UFFD_FEATURE_SIGBUS), not on the service thread: no context switch per fault, but a system call that touches a page not in memory fails with EFAULT instead of waiting; see docs/design.md, Faults on the faulting thread"),
+	OPT(RECYCLE, OPT_BOOL, "1", "evict dirty pages by moving them out of their region (UFFDIO_MOVE, Linux 6.8+) and write them from there, then reuse them for the fills of holes: no write-protect, copy or drop per page; 0 (or a kernel without UFFDIO_MOVE) protects, writes and drops them; see docs/design.md, Recycling"),
 	OPT(ODIRECT, OPT_BOOL, "1", "open file stores with O_DIRECT where the filesystem allows"),
 	OPT(READ_AHEAD, OPT_UINT, "256", "pages filled ahead of a sequential run of faults, at most 4 MiB and an eighth of the budget, in reads of up to 512 KiB; 0 turns it off"),
 	OPT(WATCHDOG, OPT_UINT, "0", "debug: report a service loop stuck for this many seconds with faults pending"),

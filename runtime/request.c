@@ -25,6 +25,7 @@ static void stats_snapshot(struct tide_pool *p, struct tide_stats *out)
 	out->bounce_bytes = p->bounce.size;
 	out->regions = p->nregions;
 	out->writeback = p->writeback;
+	out->recycle = p->spare.on;
 	out->odirect = __atomic_load_n(&p->odirect_used, __ATOMIC_RELAXED);
 }
 

@@ -182,6 +182,18 @@ static bool serve(struct tide_pool *p, uintptr_t addr, const void *uc)
 			wait_change(p);
 			continue;
 		}
+		if (state == FRAME_WRITEBACK && tide__frame(p, f)->moved) {
+			/* Out of the region for its write-back: the fault path
+			 * asks for it back, then the page comes back when the
+			 * write is done. */
+			if (!asked) {
+				fault_once(p, addr, known ? flags & ~(uint64_t)UFFD_PAGEFAULT_FLAG_WP : 0, now);
+				asked = true;
+				continue;
+			}
+			wait_change(p);
+			continue;
+		}
 		/* Present now. A fault raised before it arrived just retries;
 		 * a write to a protected page is the write-protect fault. */
 		if (known && !(flags & UFFD_PAGEFAULT_FLAG_WP))
@@ -208,6 +220,7 @@ static bool serve(struct tide_pool *p, uintptr_t addr, const void *uc)
 	 * (unmap, flush) may wait for what changed. */
 	if (io_uring_sq_ready(&p->ring) || (asked && p->active))
 		uv_async_send(&p->wakeup);
+	tide__spare_trim(p);
 	tide__state_unlock(p, asked);
 	return r != NULL;
 }

@@ -98,8 +98,11 @@ void tide__stats_sum(struct tide_stats *sum, struct tide__stats *all,
 	ADD(store_writes);
 	ADD(fills_zero);
 	ADD(faults_signal);
+	ADD(evictions_moved);
+	ADD(fills_recycled);
 #undef ADD
 	sum->writeback = s->writeback;     /* every shard resolves it alike */
+	sum->recycle = s->recycle;
 	sum->odirect |= s->odirect;
 	all->lat_count += h->lat_count;
 	all->lat_sum += h->lat_sum;

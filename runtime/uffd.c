@@ -110,6 +110,18 @@ int tide__uffd_wp(int fd, void *addr, size_t len, bool protect, bool wake)
 	return ioctl(fd, UFFDIO_WRITEPROTECT, &wp) < 0 ? -errno : 0;
 }
 
+int tide__uffd_move(int fd, void *dst, void *src, size_t len, uint64_t mode, int64_t *moved)
+{
+	struct uffdio_move mv = {
+		.dst = (uintptr_t)dst, .src = (uintptr_t)src, .len = len, .mode = mode,
+	};
+	int ret = ioctl(fd, UFFDIO_MOVE, &mv) < 0 ? -errno : 0;
+
+	if (moved)
+		*moved = mv.move;
+	return ret;
+}
+
 int tide__uffd_wake(int fd, void *addr, size_t len)
 {
 	struct uffdio_range r = { .start = (uintptr_t)addr, .len = len };

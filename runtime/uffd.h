@@ -79,6 +79,9 @@ int tide__uffd_copy(int fd, void *dst, const void *src, size_t len, uint64_t mod
 		    int64_t *copied);
 int tide__uffd_wp(int fd, void *addr, size_t len, bool protect, bool wake);
 int tide__uffd_wake(int fd, void *addr, size_t len);
+/* UFFDIO_MOVE (6.8+) of whole present pages; on a partial move returns the
+ * kernel's error, *moved the bytes. */
+int tide__uffd_move(int fd, void *dst, void *src, size_t len, uint64_t mode, int64_t *moved);
 int tide__uffd_poison(int fd, void *addr, size_t len);
 
 /* Names of the UFFD_FEATURE_* bits, for reports; NULL past the last. */

@@ -1,0 +1,324 @@
+/*
+ * Recycling (TIDE_RECYCLE, runtime/spare.c): dirty pages evicted by moving
+ * them out of their region, written from there, and reused by the fills of
+ * holes. What a user must never see: data lost or changed by the move, a
+ * thread that touches a page during its write waking to anything but the
+ * page's data, a store error that drops a page.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "tide.h"
+
+#define PS      (4 * KiB)
+#define BUDGET  (256 * KiB)
+
+static uint64_t word(size_t i, uint64_t round)
+{
+	return test_word(i, 0x7ec1c1e + round);
+}
+
+static tide_pool *make_pool(enum tide_writeback wb)
+{
+	struct tide_options o;
+	tide_pool *pool;
+	struct tide_stats st;
+
+	test_require_writeback(wb);
+	tide_options_init(&o);
+	o.budget = BUDGET;
+	o.page_size = PS;
+	o.write_max = 64 * KiB;
+	o.service_threads = 1;
+	o.writeback = wb;
+	cr_assert_eq(tide_pool_create(&pool, &o), 0, "%s", tide_last_error());
+	st = test_stats(pool);
+	if (!st.recycle) {
+		tide_pool_destroy(pool);
+		cr_skip_test("eviction does not move pages here (TIDE_RECYCLE=0, or a kernel "
+			     "without UFFDIO_MOVE, before 6.8)");
+	}
+	return pool;
+}
+
+/* What word i of the region holds: every word of its first half, word 0
+ * of each page of its second half (the rest zeros, as the holes). */
+static uint64_t want_word(size_t i, size_t len)
+{
+	return i < len / 16 || i % (PS / 8) == 0 ? word(i, 0) : 0;
+}
+
+/*
+ * A new file (all holes) written through a pool a quarter of its size: the
+ * evicted pages leave by moving, and the fills of the holes after them
+ * take those pages back. The first half is written whole, so the pages its
+ * evictions give back hold data in every word; in the second half each
+ * page gets one word written, and the rest of a recycled page must read as
+ * the hole it fills: zeros. After eviction every word reads back; the file
+ * holds them.
+ */
+Test(recycle, fills_reuse_evicted_pages)
+{
+	size_t len = 4 * BUDGET;
+	tide_pool *pool = make_pool(TIDE_WRITEBACK_AUTO);
+	int fd = test_file(len, 0), rfd;
+	uint64_t *p = tide_map(pool, fd, 0, len, TIDE_PROT_READ | TIDE_PROT_WRITE, 0), *buf;
+	struct tide_stats st;
+
+	cr_assert_not_null(p, "%s", tide_last_error());
+	for (size_t i = 0; i < len / 16; i++)
+		p[i] = word(i, 0);
+	for (size_t i = len / 16; i < len / 8; i += PS / 8) {
+		p[i] = word(i, 0);   /* a write fault: the page is filled writable */
+		for (size_t k = 1; k < PS / 8; k++)
+			cr_assert_eq(p[i + k], 0, "word %zu of a hole reads %#llx", i + k,
+				     (unsigned long long)p[i + k]);
+	}
+	for (size_t i = 0; i < len / 8; i++)
+		cr_assert_eq(p[i], want_word(i, len), "word %zu after eviction", i);
+	st = test_stats(pool);
+	cr_expect_gt(st.evictions_moved, 0, "no eviction moved its pages");
+	cr_expect_gt(st.fills_recycled, 0, "no fill took an evicted page");
+	cr_expect_leq(st.evictions_moved, st.evictions_dirty);
+	cr_expect_leq(st.fills_recycled, st.fills_zero, "only holes take spare pages");
+	cr_expect_leq(st.peak_resident_bytes, BUDGET);
+	cr_expect_eq(st.writeback_errors, 0);
+	cr_assert_eq(tide_unmap(p), 0, "%s", tide_last_error());
+
+	rfd = test_reopen(fd);
+	buf = malloc(len);
+	cr_assert_not_null(buf);
+	test_pread(rfd, buf, len, 0);
+	for (size_t i = 0; i < len / 8; i++)
+		if (buf[i] != want_word(i, len))
+			cr_assert_fail("file word %zu (page %zu): %#llx, want %#llx", i, i * 8 / PS,
+				       (unsigned long long)buf[i],
+				       (unsigned long long)want_word(i, len));
+	free(buf);
+	close(rfd);
+	cr_assert_eq(tide_pool_destroy(pool), 0);
+	close(fd);
+}
+
+/* ---- a store whose first write waits for the test ---- */
+
+struct held_store {
+	char *data;
+	size_t size;
+	int fail;                /* the next this many writes fail */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	int hold;                /* the next write is held */
+	struct tide_io *held;
+	const void *held_buf;
+	size_t held_len;
+	uint64_t held_off;
+};
+
+static int hs_read(void *s, struct tide_io *io, void *buf, size_t len, uint64_t off)
+{
+	struct held_store *h = s;
+	size_t n = off >= h->size ? 0 : (h->size - off < len ? h->size - off : len);
+
+	memcpy(buf, h->data + off, n);
+	tide_io_complete(io, (ssize_t)n);
+	return 0;
+}
+
+static int hs_write(void *s, struct tide_io *io, const void *buf, size_t len, uint64_t off)
+{
+	struct held_store *h = s;
+
+	if (__atomic_fetch_add(&h->fail, -1, __ATOMIC_RELAXED) > 0) {
+		tide_io_complete(io, -EIO);
+		return 0;
+	}
+	pthread_mutex_lock(&h->lock);
+	if (h->hold) {
+		/* Its data is taken only when the test lets it complete: the
+		 * buffer must hold the run until then. */
+		h->hold = 0;
+		h->held = io;
+		h->held_buf = buf;
+		h->held_len = len;
+		h->held_off = off;
+		pthread_cond_broadcast(&h->cond);
+		pthread_mutex_unlock(&h->lock);
+		return 0;
+	}
+	pthread_mutex_unlock(&h->lock);
+	memcpy(h->data + off, buf, len);
+	tide_io_complete(io, (ssize_t)len);
+	return 0;
+}
+
+static int hs_flush(void *s, struct tide_io *io)
+{
+	(void)s;
+	tide_io_complete(io, 0);
+	return 0;
+}
+
+static const struct tide_store_ops hs_ops = { .read = hs_read, .write = hs_write, .flush = hs_flush };
+
+static void hs_init(struct held_store *h, size_t size)
+{
+	memset(h, 0, sizeof(*h));
+	h->size = size;
+	h->data = malloc(size);
+	cr_assert_not_null(h->data);
+	for (size_t i = 0; i < size / 8; i++)
+		((uint64_t *)h->data)[i] = test_word(i, 9);
+	pthread_mutex_init(&h->lock, NULL);
+	pthread_cond_init(&h->cond, NULL);
+}
+
+static void hs_fini(struct held_store *h)
+{
+	pthread_mutex_destroy(&h->lock);
+	pthread_cond_destroy(&h->cond);
+	free(h->data);
+}
+
+struct toucher {
+	volatile uint64_t *w;
+	uint64_t value;          /* read: what it saw; write: what it stores */
+	bool write;
+};
+
+static void *touch(void *arg)
+{
+	struct toucher *t = arg;
+
+	if (t->write)
+		*t->w = t->value;
+	else
+		t->value = *t->w;
+	return NULL;
+}
+
+/* Wait until the pool has taken `n` more faults on pages already on their
+ * way than `before`: the touching threads are then waiting on them. */
+static void wait_coalesced(tide_pool *pool, uint64_t before, uint64_t n)
+{
+	for (int i = 0; i < 100000; i++) {
+		if (test_stats(pool).faults_coalesced >= before + n)
+			return;
+		sched_yield();
+	}
+	cr_assert_fail("the faults on the moved pages never reached the service thread");
+}
+
+/*
+ * A run's write is held while one thread reads a page of it and another
+ * writes a page of it. Both pages are out of the region, so both threads
+ * wait; when the write completes, the pages come back: the reader sees the
+ * data, the writer's store lands and reaches the store at unmap.
+ */
+static void touched_during_write(enum tide_writeback wb)
+{
+	size_t len = 4 * BUDGET, first, wi;
+	tide_pool *pool;
+	struct held_store h;
+	struct toucher rd, wr;
+	pthread_t trd, twr;
+	uint64_t *p, before;
+
+	pool = make_pool(wb);
+	hs_init(&h, len);
+	p = tide_map_store(pool, &hs_ops, &h, 0, len, TIDE_PROT_READ | TIDE_PROT_WRITE, 0);
+	cr_assert_not_null(p, "%s", tide_last_error());
+	/* The pool fills with dirty pages; then the first write-back is held. */
+	for (size_t i = 0; i < BUDGET / 8; i++)
+		p[i] = word(i, 0);
+	pthread_mutex_lock(&h.lock);
+	h.hold = 1;
+	pthread_mutex_unlock(&h.lock);
+	for (size_t i = BUDGET / 8; i < len / 8; i++)
+		p[i] = word(i, 0);
+	pthread_mutex_lock(&h.lock);
+	while (!h.held)
+		pthread_cond_wait(&h.cond, &h.lock);
+	pthread_mutex_unlock(&h.lock);
+	cr_assert_geq(h.held_len, 2 * PS, "the held write is a run of one page");
+	first = h.held_off / 8;
+	wi = first + PS / 8 + 3;   /* a word of the run's second page */
+
+	before = test_stats(pool).faults_coalesced;
+	rd = (struct toucher){ .w = &p[first + 1], .write = false };
+	wr = (struct toucher){ .w = &p[wi], .value = 0x5eed, .write = true };
+	pthread_create(&trd, NULL, touch, &rd);
+	pthread_create(&twr, NULL, touch, &wr);
+	wait_coalesced(pool, before, 2);
+
+	/* The write completes now, with what its buffer holds now. */
+	memcpy(h.data + h.held_off, h.held_buf, h.held_len);
+	tide_io_complete(h.held, (ssize_t)h.held_len);
+	pthread_join(trd, NULL);
+	pthread_join(twr, NULL);
+	cr_expect_eq(rd.value, word(first + 1, 0), "a page read during its write read %#llx",
+		     (unsigned long long)rd.value);
+	cr_expect_eq(p[wi], 0x5eed);
+	cr_expect_eq(p[first], word(first, 0));
+	cr_expect_eq(test_stats(pool).writeback_errors, 0);
+	cr_assert_eq(tide_unmap(p), 0, "%s", tide_last_error());
+	for (size_t i = 0; i < len / 8; i++) {
+		uint64_t want = i == wi ? 0x5eed : word(i, 0);
+
+		if (((uint64_t *)h.data)[i] != want)
+			cr_assert_fail("store word %zu (page %zu; held run from page %zu): %#llx, "
+				       "want %#llx", i, i * 8 / PS, first * 8 / PS,
+				       (unsigned long long)((uint64_t *)h.data)[i],
+				       (unsigned long long)want);
+	}
+	cr_assert_eq(tide_pool_destroy(pool), 0);
+	hs_fini(&h);
+}
+
+Test(recycle, fixed_pages_touched_during_their_write_come_back, .timeout = 60)
+{
+	touched_during_write(TIDE_WRITEBACK_FIXED);
+}
+
+Test(recycle, direct_pages_touched_during_their_write_come_back, .timeout = 60)
+{
+	touched_during_write(TIDE_WRITEBACK_DIRECT);
+}
+
+/*
+ * The first writes fail: the runs they carried come back dirty, with their
+ * data, and leave later; unmap reports the error once; the store ends up
+ * with every word.
+ */
+Test(recycle, a_failed_write_puts_the_pages_back)
+{
+	size_t len = 4 * BUDGET;
+	tide_pool *pool = make_pool(TIDE_WRITEBACK_AUTO);
+	struct held_store h;
+	struct tide_stats st;
+	uint64_t *p;
+
+	hs_init(&h, len);
+	h.fail = 3;
+	p = tide_map_store(pool, &hs_ops, &h, 0, len, TIDE_PROT_READ | TIDE_PROT_WRITE, 0);
+	cr_assert_not_null(p, "%s", tide_last_error());
+	for (size_t i = 0; i < len / 8; i++)
+		p[i] = word(i, 2);
+	st = test_stats(pool);
+	cr_expect_geq(st.writeback_errors, 2, "the failing writes did not fail");
+	cr_expect_gt(st.evictions_moved, 0);
+	cr_expect_leq(st.peak_resident_bytes, BUDGET);
+	for (size_t i = 0; i < len / 8; i++)
+		cr_assert_eq(p[i], word(i, 2), "word %zu lost by a failed write", i);
+	cr_expect_eq(tide_unmap(p), -EIO, "unmap reports the failed writes once");
+	cr_expect_eq(tide_unmap(p), 0, "%s", tide_last_error());
+	for (size_t i = 0; i < len / 8; i++)
+		cr_assert_eq(((uint64_t *)h.data)[i], word(i, 2), "store word %zu", i);
+	cr_assert_eq(tide_pool_destroy(pool), 0);
+	hs_fini(&h);
+}

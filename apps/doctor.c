@@ -32,8 +32,8 @@
 #define MAX_NOTES 24
 #define NOTE_LEN  320
 
-/* uffd features: which tide needs, what for, and the two it measured and
- * chose not to use (the benchmark's rows on them say why). */
+/* uffd features: which tide needs, what for, and the one it measured and
+ * chose not to use (the benchmark's rows on it say why). */
 static const struct {
 	uint64_t bit;
 	bool required;
@@ -42,8 +42,8 @@ static const struct {
 } features[] = {
 	{ UFFD_FEATURE_PAGEFAULT_FLAG_WP, true, true, "write-protect: dirty tracking and safe write-back" },
 	{ UFFD_FEATURE_WP_UNPOPULATED, false, true, "protect pages not yet filled" },
-	{ UFFD_FEATURE_MOVE, false, false,
-	  "not used: fills copy (moving a staging page in measured slower; docs/design.md)" },
+	{ UFFD_FEATURE_MOVE, false, true,
+	  "evict dirty pages by moving them out, reuse them for fills (TIDE_RECYCLE)" },
 	{ UFFD_FEATURE_WP_ASYNC, false, false,
 	  "not used: dirty tracking stays synchronous (docs/design.md, Dirty tracking)" },
 	{ UFFD_FEATURE_EVENT_FORK, false, true, "serve regions in fork() children" },

@@ -113,6 +113,12 @@ part_tide() {
 		randread:disk:4k:fixed:8 | tag "$1" >>"$jsonl" || true
 	TIDE_SIGNAL_FAULTS=1 TIDE_SERVICE_THREADS=2 "$fault" --secs "$secs" --file "$data" --budget "$budget" \
 		--app-cpu 0 --tag shards.sig permread:cache:4k:fixed:2 | tag "$1" >>"$jsonl" || true
+	# Eviction as kernels without UFFDIO_MOVE do it (TIDE_RECYCLE=0):
+	# recycling stays the default only while it wins against this.
+	beside uringwf "$1"
+	TIDE_RECYCLE=0 "$fault" --secs "$secs" --file "$data" --budget "$budget" --tag norecycle \
+		seqwrite:fresh:64k:fixed seqwrite:fresh:64k:direct | tag "$1" >>"$jsonl" || true
+	beside uringwf "$1"
 	rm -f "$data.out"
 	# Let the host settle the writes before the next part reads the disk.
 	sync; sleep 1
@@ -239,6 +245,10 @@ END {
 	row("random 4 KiB fill, 8 app threads (vs io_uring rand read QD8)", "tide.randread.disk.4k.t8", "fills_per_s", "uring.randread.4k.qd8", "per_s", 0.7)
 	row("eviction of contiguous dirty pages into a new file, fixed, 64 KiB, fills free (vs io_uring seq write QD32 into a new file, just before and after)", "tide.seqwrite.fresh.64k.fixed", "wb_mbps", "uring.seqwrite.64k.qd32.fresh.beside", "mbps", 0.8, "MB/s")
 	row("same, direct", "tide.seqwrite.fresh.64k.direct", "wb_mbps", "uring.seqwrite.64k.qd32.fresh.beside", "mbps", 0.8, "MB/s")
+	row("same, fixed, TIDE_RECYCLE=0: protect, write, drop (vs io_uring seq write QD32 into a new file)", "tide.seqwrite.fresh.64k.fixed.norecycle", "wb_mbps", "uring.seqwrite.64k.qd32.fresh.beside", "mbps", "", "MB/s")
+	row("same, direct, TIDE_RECYCLE=0", "tide.seqwrite.fresh.64k.direct.norecycle", "wb_mbps", "uring.seqwrite.64k.qd32.fresh.beside", "mbps", "", "MB/s")
+	row("eviction, fixed, recycling (default) vs TIDE_RECYCLE=0", "tide.seqwrite.fresh.64k.fixed", "wb_mbps", "tide.seqwrite.fresh.64k.fixed.norecycle", "wb_mbps", "", "MB/s")
+	row("eviction, direct, recycling (default) vs TIDE_RECYCLE=0", "tide.seqwrite.fresh.64k.direct", "wb_mbps", "tide.seqwrite.fresh.64k.direct.norecycle", "wb_mbps", "", "MB/s")
 	row("same, fixed, vs io_uring rewriting the old file just before and after", "tide.seqwrite.fresh.64k.fixed", "wb_mbps", "uring.seqwrite.64k.qd32.beside", "mbps", "", "MB/s")
 	row("same, direct, vs io_uring rewriting the old file", "tide.seqwrite.fresh.64k.direct", "wb_mbps", "uring.seqwrite.64k.qd32.beside", "mbps", "", "MB/s")
 	row("io_uring seq write QD32 into a new file (vs rewriting the old file, beside each other)", "uring.seqwrite.64k.qd32.fresh.beside", "mbps", "uring.seqwrite.64k.qd32.beside", "mbps", "", "MB/s")

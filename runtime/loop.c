@@ -422,6 +422,14 @@ int tide_pool_create(tide_pool **out, const struct tide_options *opts)
 	return tide__pool_start(out, &o, NULL, 0);
 }
 
+static const char *recycle_name(const struct tide_pool *p)
+{
+	if (p->spare.on)
+		return "moves dirty pages out (TIDE_RECYCLE)";
+	return p->opt.recycle ? "protects and drops (no UFFDIO_MOVE here)"
+			      : "protects and drops (TIDE_RECYCLE=0)";
+}
+
 int tide__pool_start(struct tide_pool **out, const struct tide_options *opts,
 		     struct tide_pool *parent, unsigned shard)
 {
@@ -475,14 +483,15 @@ int tide__pool_start(struct tide_pool **out, const struct tide_options *opts,
 	pthread_mutex_init(&p->state, NULL);
 	if (p->opt.verbose && !parent) {
 		tide__options_print(stderr, &p->opt);
-		tide__info("bounce buffers %zu bytes (%s), write-back %s",
+		tide__info("bounce buffers %zu bytes (%s), write-back %s, eviction %s",
 			   p->bounce.size, p->bounce.registered ? "registered" : "not registered",
-			   tide_writeback_name(p->writeback));
+			   tide_writeback_name(p->writeback), recycle_name(p));
 	} else if (p->opt.verbose) {
 		tide__info("shard %u: service thread on CPU %d, budget %zu bytes, bounce buffers "
-			   "%zu bytes (%s), write-back %s", shard, p->opt.service_cpu, p->opt.budget,
-			   p->bounce.size, p->bounce.registered ? "registered" : "not registered",
-			   tide_writeback_name(p->writeback));
+			   "%zu bytes (%s), write-back %s, eviction %s", shard, p->opt.service_cpu,
+			   p->opt.budget, p->bounce.size,
+			   p->bounce.registered ? "registered" : "not registered",
+			   tide_writeback_name(p->writeback), recycle_name(p));
 	}
 	ret = uv_sem_init(&p->started, 0);
 	if (ret < 0) {

@@ -7,6 +7,7 @@
  */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <liburing.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -321,4 +322,66 @@ Test(recycle, a_failed_write_puts_the_pages_back)
 		cr_assert_eq(((uint64_t *)h.data)[i], word(i, 2), "store word %zu", i);
 	cr_assert_eq(tide_pool_destroy(pool), 0);
 	hs_fini(&h);
+}
+
+/*
+ * Pages the app holds pinned (here registered as an io_uring fixed buffer,
+ * a long-term pin, as a program's own O_DIRECT holds one for a while)
+ * cannot move: the move stops at the first of them, what moved goes back,
+ * and the run leaves the plain way, protect, write, drop. Nothing is lost.
+ */
+Test(recycle, pinned_pages_leave_the_plain_way)
+{
+	size_t len = 4 * BUDGET, pinned = 64 * KiB;
+	tide_pool *pool = make_pool(TIDE_WRITEBACK_AUTO);
+	int fd = test_file(len, 0);
+	uint64_t *p = tide_map(pool, fd, 0, len, TIDE_PROT_READ | TIDE_PROT_WRITE, 0);
+	struct io_uring ring;
+	struct iovec iov;
+	struct tide_stats st;
+	int ret;
+
+	cr_assert_not_null(p, "%s", tide_last_error());
+	/* Pages 1..16: dirty, then pinned; page 0 stays free to move, so the
+	 * run that meets the pins has moved a page first. */
+	for (size_t i = 0; i < (PS + pinned) / 8; i++)
+		p[i] = word(i, 3);
+	ret = io_uring_queue_init(4, &ring, 0);
+	if (ret < 0)
+		cr_skip_test("no io_uring here (%s)", strerror(-ret));
+	iov = (struct iovec){ (char *)p + PS, pinned };
+	ret = io_uring_register_buffers(&ring, &iov, 1);
+	if (ret < 0) {
+		io_uring_queue_exit(&ring);
+		cr_skip_test("cannot pin pages with io_uring_register_buffers (%s)", strerror(-ret));
+	}
+	for (size_t i = (PS + pinned) / 8; i < len / 8; i++)
+		p[i] = word(i, 3);
+	st = test_stats(pool);
+	cr_expect_gt(st.evictions_moved, 0);
+	cr_expect_geq(st.evictions_dirty - st.evictions_moved, pinned / PS,
+		      "%llu dirty evictions, %llu by moving: the pinned pages moved",
+		      (unsigned long long)st.evictions_dirty,
+		      (unsigned long long)st.evictions_moved);
+	for (size_t i = 0; i < len / 8; i++)
+		cr_assert_eq(p[i], word(i, 3), "word %zu after eviction", i);
+	io_uring_unregister_buffers(&ring);
+	io_uring_queue_exit(&ring);
+	cr_assert_eq(tide_unmap(p), 0, "%s", tide_last_error());
+	{
+		int rfd = test_reopen(fd);
+		uint64_t *buf = malloc(len);
+
+		cr_assert_not_null(buf);
+		test_pread(rfd, buf, len, 0);
+		for (size_t i = 0; i < len / 8; i++)
+			if (buf[i] != word(i, 3))
+				cr_assert_fail("file word %zu: %#llx, want %#llx", i,
+					       (unsigned long long)buf[i],
+					       (unsigned long long)word(i, 3));
+		free(buf);
+		close(rfd);
+	}
+	cr_assert_eq(tide_pool_destroy(pool), 0);
+	close(fd);
 }

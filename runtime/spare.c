@@ -93,6 +93,38 @@ static void room_drop(struct tide_pool *p, char *at, size_t len)
 	room_put(p, at, len);
 }
 
+/* Pages [addr, addr + len) of a region installed from a copy of them at
+ * `src`, protected when `protect`; nobody is woken. A copy that stops short
+ * goes on from where it stopped. */
+static void copy_in(struct tide_pool *p, const char *src, char *addr, size_t len, bool protect)
+{
+	uint64_t mode = UFFDIO_COPY_MODE_DONTWAKE | (protect ? UFFDIO_COPY_MODE_WP : 0);
+	size_t done = 0;
+
+	while (done < len) {
+		int64_t copied = 0;
+		int ret = tide__uffd_copy(p->uffd, addr + done, src + done, len - done, mode, &copied);
+
+		done += copied > 0 ? (size_t)copied : 0;
+		if (ret == -EEXIST) {
+			done += TIDE_MIN_PAGE;   /* cannot be: nothing else installs these */
+		} else if (ret < 0 && ret != -EAGAIN) {
+			tide__warn("putting back %zu bytes of evicted pages failed (%s)",
+				   len - done, strerror(-ret));
+			return;
+		}
+	}
+}
+
+/* The same, then the faults on them wake: a copy out (the fixed path's
+ * bounce span) comes back. */
+void tide__spare_copy_back(struct tide_pool *p, const char *src, char *addr, size_t len,
+			   bool protect)
+{
+	copy_in(p, src, addr, len, protect);
+	tide__uffd_wake(p->uffd, addr, len);
+}
+
 /*
  * Pages [addr, addr + len) of a region back from slot `at`, where they went
  * for a write that failed or that a fault waits on. `protect`: they come
@@ -103,25 +135,18 @@ static void room_drop(struct tide_pool *p, char *at, size_t len)
 void tide__spare_back(struct tide_pool *p, char *at, char *addr, size_t len, bool protect)
 {
 	int64_t moved = 0;
-	int ret = tide__uffd_move(p->uffd, addr, at, len, UFFDIO_MOVE_MODE_DONTWAKE, &moved);
+	size_t done;
 
-	if (ret < 0) {
-		size_t done = moved > 0 ? (size_t)moved : 0;
-		int64_t copied = 0;
-
-		ret = tide__uffd_copy(p->uffd, addr + done, at + done, len - done,
-				      UFFDIO_COPY_MODE_DONTWAKE, &copied);
-		if (ret < 0)
-			tide__warn("putting back %zu bytes of evicted pages failed (%s)",
-				   len - done, strerror(-ret));
+	tide__uffd_move(p->uffd, addr, at, len, UFFDIO_MOVE_MODE_DONTWAKE, &moved);
+	done = moved > 0 ? (size_t)moved : 0;
+	if (protect && done)
+		tide__uffd_wp(p->uffd, addr, done, true, false);
+	if (done < len) {
+		copy_in(p, at + done, addr + done, len - done, protect);
 		room_drop(p, at + done, len - done);
-		if (done)
-			room_put(p, at, done);
-	} else {
-		room_put(p, at, len);
 	}
-	if (protect)
-		tide__uffd_wp(p->uffd, addr, len, true, false);
+	if (done)
+		room_put(p, at, done);
 	tide__uffd_wake(p->uffd, addr, len);
 }
 

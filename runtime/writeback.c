@@ -218,29 +218,6 @@ static enum fate moved_fate(const struct frame *fr, bool stored)
 	return FATE_FREE;
 }
 
-/* Pages [addr, addr + len) back from a copy of them at `src` (the bounce
- * span of a fixed write), protected when `clean`; their faults wake. */
-static void copy_back(struct tide_pool *p, char *src, char *addr, size_t len, bool clean)
-{
-	size_t done = 0;
-
-	while (done < len) {
-		int64_t copied = 0;
-		int ret = tide__uffd_copy(p->uffd, addr + done, src + done, len - done,
-					  clean ? UFFDIO_COPY_MODE_WP : 0, &copied);
-
-		done += copied > 0 ? (size_t)copied : 0;
-		if (ret == -EEXIST)
-			done += TIDE_MIN_PAGE;   /* cannot be: nothing else installs it */
-		else if (ret < 0 && ret != -EAGAIN) {
-			tide__warn("putting back %zu bytes of evicted pages failed (%s)",
-				   len - done, strerror(-ret));
-			break;
-		}
-	}
-	tide__uffd_wake(p->uffd, addr, len);
-}
-
 /*
  * A moved run's write is done: each page is evicted (its slot free for a
  * fill, direct path; the fixed path freed it at the copy), or goes back
@@ -269,7 +246,7 @@ static void moved_settle(struct tide_pool *p, struct writeback *wb, uint64_t sto
 		} else if (wb->in_slot) {
 			tide__spare_back(p, src, addr, len, fate == FATE_CLEAN);
 		} else {
-			copy_back(p, src, addr, len, fate == FATE_CLEAN);
+			tide__spare_copy_back(p, src, addr, len, fate == FATE_CLEAN);
 		}
 		for (uint64_t k = q; k < end; k++) {
 			uint32_t f = tide__slot(r, k);
@@ -310,8 +287,6 @@ static void writeback_done(struct tide_io *io, ssize_t res)
 
 	if (stored > wb->npages)
 		stored = wb->npages;
-	if (!wb->in_slot && wb->buf != tide__page_addr(r, wb->first))
-		tide__bounce_put(&p->bounce, wb->buf, len);
 	r->busy--;
 	wb->epoch->pending--;
 	if (stored < wb->npages) {
@@ -323,9 +298,11 @@ static void writeback_done(struct tide_io *io, ssize_t res)
 	p->st.c.writebacks += stored;
 	p->st.c.bytes_written += stored << r->page_shift;
 	if (wb->moved)
-		moved_settle(p, wb, stored);
+		moved_settle(p, wb, stored);   /* may copy back from the bounce span */
 	else
 		run_settle(p, r, wb->first, wb->npages, stored);
+	if (!wb->in_slot && wb->buf != tide__page_addr(r, wb->first))
+		tide__bounce_put(&p->bounce, wb->buf, len);
 	free(wb);
 	epochs_retire(p);
 }

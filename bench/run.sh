@@ -198,6 +198,7 @@ function row(what, tn, tf, rn, rf, target, unit,   t, r, ratio, ok) {
 function fmt(v, unit) {
 	if (v == "") return "n/a"
 	if (unit == "MB/s") return sprintf("%.0f MB/s", v)
+	if (unit == "ms/GB") return sprintf("%.0f ms/GB", v)
 	if (v >= 10000) return sprintf("%.1fk/s", v / 1000)
 	return sprintf("%.0f/s", v)
 }
@@ -249,6 +250,8 @@ END {
 	row("same, direct, TIDE_RECYCLE=0", "tide.seqwrite.fresh.64k.direct.norecycle", "wb_mbps", "uring.seqwrite.64k.qd32.fresh.beside", "mbps", "", "MB/s")
 	row("eviction, fixed, recycling (default) vs TIDE_RECYCLE=0", "tide.seqwrite.fresh.64k.fixed", "wb_mbps", "tide.seqwrite.fresh.64k.fixed.norecycle", "wb_mbps", "", "MB/s")
 	row("eviction, direct, recycling (default) vs TIDE_RECYCLE=0", "tide.seqwrite.fresh.64k.direct", "wb_mbps", "tide.seqwrite.fresh.64k.direct.norecycle", "wb_mbps", "", "MB/s")
+	row("service thread CPU per GB evicted, fixed, recycling vs TIDE_RECYCLE=0 (below 1: recycling costs less; the disk hides it in MB/s)", "tide.seqwrite.fresh.64k.fixed", "service_ms_per_gb", "tide.seqwrite.fresh.64k.fixed.norecycle", "service_ms_per_gb", "", "ms/GB")
+	row("same, direct", "tide.seqwrite.fresh.64k.direct", "service_ms_per_gb", "tide.seqwrite.fresh.64k.direct.norecycle", "service_ms_per_gb", "", "ms/GB")
 	row("same, fixed, vs io_uring rewriting the old file just before and after", "tide.seqwrite.fresh.64k.fixed", "wb_mbps", "uring.seqwrite.64k.qd32.beside", "mbps", "", "MB/s")
 	row("same, direct, vs io_uring rewriting the old file", "tide.seqwrite.fresh.64k.direct", "wb_mbps", "uring.seqwrite.64k.qd32.beside", "mbps", "", "MB/s")
 	row("io_uring seq write QD32 into a new file (vs rewriting the old file, beside each other)", "uring.seqwrite.64k.qd32.fresh.beside", "mbps", "uring.seqwrite.64k.qd32.beside", "mbps", "", "MB/s")

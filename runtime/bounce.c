@@ -57,13 +57,19 @@ static char *arena_map(size_t size, size_t huge)
 	return base;
 }
 
-int tide__bounce_init(struct tide__bounce *b, size_t size)
+/* The allocator's bitmap for `size` bytes of 4 KiB units, all free. */
+static int map_init(struct tide__bounce *b, size_t size)
 {
 	memset(b, 0, sizeof(*b));
 	b->unit = TIDE_MIN_PAGE;
 	b->nunits = size / b->unit;
 	b->map = calloc((b->nunits + 63) / 64, sizeof(uint64_t));
-	if (!b->map)
+	return b->map ? 0 : -ENOMEM;
+}
+
+int tide__bounce_init(struct tide__bounce *b, size_t size)
+{
+	if (map_init(b, size) < 0)
 		return -ENOMEM;
 	b->split = size / 2 / TIDE_MAX_PAGE * TIDE_MAX_PAGE / b->unit;
 	b->base = arena_map(size, b->split * b->unit);
@@ -81,11 +87,7 @@ int tide__bounce_init(struct tide__bounce *b, size_t size)
  * present only while pages are moved there. Not registered anywhere. */
 int tide__bounce_reserve(struct tide__bounce *b, size_t size)
 {
-	memset(b, 0, sizeof(*b));
-	b->unit = TIDE_MIN_PAGE;
-	b->nunits = size / b->unit;
-	b->map = calloc((b->nunits + 63) / 64, sizeof(uint64_t));
-	if (!b->map)
+	if (map_init(b, size) < 0)
 		return -ENOMEM;
 	b->base = mmap(NULL, size, PROT_READ | PROT_WRITE,
 		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);

@@ -117,21 +117,21 @@ static bool page_dirty(struct tide_pool *p, struct region *r, uint64_t page)
 }
 
 /*
- * The run of adjacent dirty pages around `page`, at most `max` pages.
- * It reaches forward first: the pages after a victim are the ones the hand
- * takes next, and a flush walks its range upwards. Only the room left goes
- * to the pages before, so a walk does not take again pages it has just
- * passed (a store that failed inline left them dirty).
+ * The run of adjacent pages around `page` that `in` takes, at most `max`
+ * pages. It reaches forward first: the pages after a victim are the ones
+ * the hand takes next, and a flush walks its range upwards. Only the room
+ * left goes to the pages before, so a walk does not take again pages it
+ * has just passed (a store that failed inline left them dirty).
  * Returns its length; *first gets its first page.
  */
-static uint64_t dirty_run(struct tide_pool *p, struct region *r, uint64_t page, uint64_t max,
-			  uint64_t *first)
+static uint64_t run_around(struct tide_pool *p, struct region *r, uint64_t page, uint64_t max,
+			   uint64_t *first, bool (*in)(struct tide_pool *, struct region *, uint64_t))
 {
 	uint64_t lo = page, hi = page + 1;
 
-	while (hi - lo < max && hi < r->npages && page_dirty(p, r, hi))
+	while (hi - lo < max && hi < r->npages && in(p, r, hi))
 		hi++;
-	while (hi - lo < max && lo > 0 && page_dirty(p, r, lo - 1))
+	while (hi - lo < max && lo > 0 && in(p, r, lo - 1))
 		lo--;
 	*first = lo;
 	return hi - lo;
@@ -338,26 +338,13 @@ static void run_protected(struct tide_pool *p, struct region *r, uint64_t first,
 	tide__dirty_add(p, r, -(int64_t)(n * ps));
 }
 
+/* A dirty page that leaves with a victim next to it: one the hand would
+ * take next (no reference bit). */
 static bool page_leaves(struct tide_pool *p, struct region *r, uint64_t page)
 {
 	struct frame *fr = frame_at(p, r, page);
 
 	return fr && fr->state == FRAME_DIRTY && !fr->referenced && !fr->held;
-}
-
-/* The run of dirty pages around victim `page` that leave with it: those
- * the hand would take next (no reference bit), at most `max`. */
-static uint64_t leaving_run(struct tide_pool *p, struct region *r, uint64_t page, uint64_t max,
-			    uint64_t *first)
-{
-	uint64_t lo = page, hi = page + 1;
-
-	while (hi - lo < max && hi < r->npages && page_leaves(p, r, hi))
-		hi++;
-	while (hi - lo < max && lo > 0 && page_leaves(p, r, lo - 1))
-		lo--;
-	*first = lo;
-	return hi - lo;
 }
 
 static void writeback_issue_run(struct tide_pool *p, struct writeback *wb, struct region *r,
@@ -393,7 +380,7 @@ static int writeback_moved(struct tide_pool *p, uint32_t f)
 	struct frame *fr = tide__frame(p, f);
 	struct region *r = fr->region;
 	size_t ps = r->page_size, len, blen = 0;
-	uint64_t first, n = leaving_run(p, r, fr->page, run_max(p, r), &first);
+	uint64_t first, n = run_around(p, r, fr->page, run_max(p, r), &first, page_leaves);
 	bool fixed = p->writeback == TIDE_WRITEBACK_FIXED;
 	struct writeback *wb = calloc(1, sizeof(*wb));
 	char *at, *buf = NULL;
@@ -468,7 +455,7 @@ int tide__writeback_start(struct tide_pool *p, uint32_t f, bool evict)
 	struct frame *fr = tide__frame(p, f);
 	struct region *r = fr->region;
 	size_t ps = r->page_size, len;
-	uint64_t first, n = dirty_run(p, r, fr->page, run_max(p, r), &first);
+	uint64_t first, n = run_around(p, r, fr->page, run_max(p, r), &first, page_dirty);
 	struct writeback *wb;
 	void *buf = NULL;
 	char *addr;

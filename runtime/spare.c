@@ -10,10 +10,11 @@
  * address space (the spare room), atomically under the page-table locks:
  * from then on the app's address is empty, so any access is a MISSING
  * fault that waits for the service thread, and nothing can change what is
- * being written. The store writes from the moved pages themselves. Once the
- * write is done the pages are free, still present and charged, and a fill
- * of a hole zeroes them and moves them into place: no allocation, no copy
- * of zeros by the kernel, no free. Measured on this VM (a minimal pager,
+ * being written. The store writes from the moved pages themselves (the
+ * fixed path copies them into its bounce buffers first and frees the slot
+ * at once). Once the write is done the pages are free, still present and
+ * charged, and a fill of a hole zeroes them and moves them into place: no
+ * allocation, no copy of zeros by the kernel, no free. Measured on this VM (a minimal pager,
  * 64 KiB pages, runs of 16, docs/design.md): 12-14 us of handler time per
  * page against 18-21 with protect, copy and drop.
  *

@@ -45,7 +45,8 @@ struct run_totals {
 	uint64_t taken, passed, fallbacks, refused, flush_errors;
 	uint64_t faults, faults_read, faults_write, faults_wp, faults_signal, fills, fills_zero;
 	uint64_t prefetched;
-	uint64_t evictions, evictions_dirty, writebacks, writeback_errors, read_errors, flushes;
+	uint64_t evictions, evictions_dirty, evictions_moved, fills_recycled;
+	uint64_t writebacks, writeback_errors, read_errors, flushes;
 	uint64_t bytes_read, bytes_written, peak_resident_bytes, budget;
 };
 
@@ -57,7 +58,8 @@ static const struct {
 #define KEY(k) { #k, offsetof(struct run_totals, k) }
 	KEY(taken), KEY(passed), KEY(fallbacks), KEY(refused), KEY(flush_errors),
 	KEY(faults), KEY(faults_read), KEY(faults_write), KEY(faults_wp), KEY(faults_signal), KEY(fills),
-	KEY(fills_zero), KEY(prefetched), KEY(evictions), KEY(evictions_dirty), KEY(writebacks),
+	KEY(fills_zero), KEY(prefetched), KEY(evictions), KEY(evictions_dirty), KEY(evictions_moved),
+	KEY(fills_recycled), KEY(writebacks),
 	KEY(writeback_errors), KEY(read_errors), KEY(flushes), KEY(bytes_read), KEY(bytes_written),
 #undef KEY
 };
@@ -456,9 +458,11 @@ static void report_text(const char *prog, int status, uint64_t ns, const struct 
 		(unsigned long long)t->faults_signal,
 		(unsigned long long)t->fills, (unsigned long long)t->prefetched,
 		(unsigned long long)t->fills_zero, cli_format_bytes(t->bytes_read, a, sizeof(a)));
-	fprintf(stderr, "tide run: evictions %llu (dirty %llu); pages written back %llu, %s; "
-		"store flushes %llu\n", (unsigned long long)t->evictions,
-		(unsigned long long)t->evictions_dirty, (unsigned long long)t->writebacks,
+	fprintf(stderr, "tide run: evictions %llu (dirty %llu, of them moved out %llu; their pages "
+		"reused for %llu fills); pages written back %llu, %s; store flushes %llu\n",
+		(unsigned long long)t->evictions, (unsigned long long)t->evictions_dirty,
+		(unsigned long long)t->evictions_moved, (unsigned long long)t->fills_recycled,
+		(unsigned long long)t->writebacks,
 		cli_format_bytes(t->bytes_written, b, sizeof(b)), (unsigned long long)t->flushes);
 	fprintf(stderr, "tide run: peak resident %s of a %s budget%s\n",
 		cli_format_bytes(t->peak_resident_bytes, a, sizeof(a)),

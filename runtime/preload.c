@@ -915,7 +915,8 @@ static void write_stats(void)
 		     "refused=%llu flush_errors=%llu faults=%llu faults_read=%llu "
 		     "faults_write=%llu faults_wp=%llu faults_signal=%llu fills=%llu fills_zero=%llu "
 		     "prefetched=%llu "
-		     "evictions=%llu evictions_dirty=%llu writebacks=%llu writeback_errors=%llu "
+		     "evictions=%llu evictions_dirty=%llu evictions_moved=%llu fills_recycled=%llu "
+		     "writebacks=%llu writeback_errors=%llu "
 		     "read_errors=%llu flushes=%llu bytes_read=%llu bytes_written=%llu "
 		     "resident_bytes=%llu peak_resident_bytes=%llu budget=%llu regions=%llu\n",
 		     (int)getpid(), have ? 1 : pool_state < 0 ? pool_state : 0,
@@ -927,7 +928,8 @@ static void write_stats(void)
 		     (unsigned long long)st.faults_signal, (unsigned long long)st.fills,
 		     (unsigned long long)st.fills_zero,
 		     (unsigned long long)st.prefetched, (unsigned long long)st.evictions,
-		     (unsigned long long)st.evictions_dirty, (unsigned long long)st.writebacks,
+		     (unsigned long long)st.evictions_dirty, (unsigned long long)st.evictions_moved,
+		     (unsigned long long)st.fills_recycled, (unsigned long long)st.writebacks,
 		     (unsigned long long)st.writeback_errors, (unsigned long long)st.read_errors,
 		     (unsigned long long)st.flushes, (unsigned long long)st.bytes_read,
 		     (unsigned long long)st.bytes_written, (unsigned long long)st.resident_bytes,

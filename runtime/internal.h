@@ -128,7 +128,6 @@ struct tide__spare {
 	struct tide__bounce room;/* address space for moved pages, uffd-registered */
 	struct spare_run free[TIDE_SPARE_RUNS]; /* written back, present, oldest first */
 	unsigned nfree;
-	uint64_t free_bytes;
 };
 int tide__spare_init(struct tide_pool *p);
 void tide__spare_fini(struct tide_pool *p);

@@ -231,7 +231,7 @@ static uint64_t pages_down(uint64_t b)
 
 /* Budget s could give without evicting, from any thread (the figures are
  * a moment old there; s decides for itself when it answers). */
-static uint64_t spare_of(const struct tide_pool *s, uint64_t share)
+static uint64_t unused_of(const struct tide_pool *s, uint64_t share)
 {
 	uint64_t resident = __atomic_load_n(&s->resident, __ATOMIC_RELAXED);
 	uint64_t keep = (resident * 100 + s->opt.low_water - 1) / s->opt.low_water;
@@ -280,8 +280,8 @@ void tide__shard_ask(struct tide_pool *p, uint64_t need)
 			continue;
 		}
 		s_share = __atomic_load_n(&s->share, __ATOMIC_RELAXED);
-		can = spare_of(s, s_share);
-		/* A busy shard's spare is the slack between its watermarks:
+		can = unused_of(s, s_share);
+		/* A busy shard's unused budget is the slack between its watermarks:
 		 * not worth a wake-up, and taking it would only be asked back. */
 		if (can < s->opt.budget / 4 && __atomic_load_n(&s->resident, __ATOMIC_RELAXED))
 			can = 0;
@@ -329,7 +329,7 @@ static void answer(struct tide_pool *p)
 	}
 	to = parent->shards[p->asked_by];
 	share = __atomic_load_n(&p->share, __ATOMIC_RELAXED) - p->giving;
-	give = spare_of(p, share);
+	give = unused_of(p, share);
 	/* An idle shard gives all it can in one go: one wake-up, not one per
 	 * eighth. If it gets busy, it claims its fair share back. */
 	if (give > p->asked && p->resident)

@@ -183,9 +183,7 @@ void tide__spare_free(struct tide_pool *p, char *at, size_t len)
 		s->free[s->nfree++].len = len;
 	} else {
 		room_drop(p, at, len);
-		return;
 	}
-	s->free_bytes += len;
 }
 
 /*
@@ -215,7 +213,6 @@ size_t tide__spare_zeros(struct tide_pool *p, char *addr, size_t len, size_t ps)
 			break;   /* the run keeps its pages (zeroed) */
 		moved -= moved % (int64_t)ps;
 		run->len -= piece;
-		s->free_bytes -= piece;
 		room_put(p, at, (size_t)moved);
 		/* A short move (it should not be): the rest of the piece goes. */
 		if ((size_t)moved < piece)
@@ -236,15 +233,17 @@ void tide__spare_trim(struct tide_pool *p)
 	struct tide__spare *s = &p->spare;
 	uint64_t budget = tide__pool_budget(p);
 	uint64_t keep = budget > p->resident ? budget - p->resident : 0;
+	uint64_t free_bytes = 0;
 	unsigned i = 0;
 
-	if (s->free_bytes <= keep)
-		return;
-	while (i < s->nfree && s->free_bytes > keep) {
+	for (unsigned k = 0; k < s->nfree; k++)
+		free_bytes += s->free[k].len;
+	for (; i < s->nfree && free_bytes > keep; i++) {
 		room_drop(p, s->free[i].at, s->free[i].len);
-		s->free_bytes -= s->free[i].len;
-		i++;
+		free_bytes -= s->free[i].len;
 	}
+	if (!i)
+		return;
 	memmove(s->free, s->free + i, (s->nfree - i) * sizeof(s->free[0]));
 	s->nfree -= i;
 }

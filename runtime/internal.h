@@ -134,7 +134,7 @@ void tide__spare_fini(struct tide_pool *p);
 /* A slot of at most `max` bytes, whole pieces, for pages to move out; NULL if none. */
 void *tide__spare_room(struct tide_pool *p, size_t piece, size_t max, size_t *len);
 int tide__spare_out(struct tide_pool *p, char *at, char *addr, size_t len);
-void tide__spare_back(struct tide_pool *p, char *at, char *addr, size_t len, bool protect);
+void tide__spare_back(struct tide_pool *p, char *at, char *addr, size_t len);
 void tide__spare_copy_back(struct tide_pool *p, const char *src, char *addr, size_t len,
 			   bool protect);
 void tide__spare_free(struct tide_pool *p, char *at, size_t len);

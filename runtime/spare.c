@@ -127,23 +127,24 @@ void tide__spare_copy_back(struct tide_pool *p, const char *src, char *addr, siz
 }
 
 /*
- * Pages [addr, addr + len) of a region back from slot `at`, where they went
- * for a write that failed or that a fault waits on. `protect`: they come
- * back write-protected (clean), and the faults on them wake only then.
+ * Pages [addr, addr + len) of a region back from slot `at`, writable (dirty):
+ * their write failed or a write fault waits on them. A moved page comes
+ * back writable with no uffd-wp bit, so a page that must come back clean
+ * cannot move: protecting it after the move would leave a window in which
+ * another thread writes it unseen (a write lost at its eviction), so those
+ * are copied in protected (tide__spare_copy_back) and their slot freed.
  * A move that stops (it should not: the addresses are empty and the pages
  * ours) leaves the rest to UFFDIO_COPY, so the data comes back either way.
  */
-void tide__spare_back(struct tide_pool *p, char *at, char *addr, size_t len, bool protect)
+void tide__spare_back(struct tide_pool *p, char *at, char *addr, size_t len)
 {
 	int64_t moved = 0;
 	size_t done;
 
 	tide__uffd_move(p->uffd, addr, at, len, UFFDIO_MOVE_MODE_DONTWAKE, &moved);
 	done = moved > 0 ? (size_t)moved : 0;
-	if (protect && done)
-		tide__uffd_wp(p->uffd, addr, done, true, false);
 	if (done < len) {
-		copy_in(p, at + done, addr + done, len - done, protect);
+		copy_in(p, at + done, addr + done, len - done, false);
 		room_drop(p, at + done, len - done);
 	}
 	if (done)
@@ -165,7 +166,7 @@ int tide__spare_out(struct tide_pool *p, char *at, char *addr, size_t len)
 	if (ret == 0 && moved == (int64_t)len)
 		return 0;
 	if (moved > 0)
-		tide__spare_back(p, at, addr, (size_t)moved, false);
+		tide__spare_back(p, at, addr, (size_t)moved);
 	room_put(p, at + (moved > 0 ? moved : 0), len - (size_t)(moved > 0 ? moved : 0));
 	return ret < 0 ? ret : -EAGAIN;
 }

@@ -223,7 +223,8 @@ static enum fate moved_fate(const struct frame *fr, bool stored)
  * fill, direct path; the fixed path freed it at the copy), or goes back
  * into the region when a fault waits on it or the store did not take it
  * (`stored` pages did). Stretches of pages with one fate go back in one
- * call, dirty ones writable, clean ones protected.
+ * call: dirty ones moved, writable; clean ones copied in protected (a moved
+ * page would be writable until protected: a write in between would be lost).
  */
 static void moved_settle(struct tide_pool *p, struct writeback *wb, uint64_t stored)
 {
@@ -243,8 +244,12 @@ static void moved_settle(struct tide_pool *p, struct writeback *wb, uint64_t sto
 		if (fate == FATE_FREE) {
 			if (wb->in_slot)
 				tide__spare_free(p, src, len);
+		} else if (wb->in_slot && fate == FATE_DIRTY) {
+			tide__spare_back(p, src, addr, len);
 		} else if (wb->in_slot) {
-			tide__spare_back(p, src, addr, len, fate == FATE_CLEAN);
+			/* Clean pages come back protected: copied, never moved. */
+			tide__spare_copy_back(p, src, addr, len, true);
+			tide__spare_free(p, src, len);
 		} else {
 			tide__spare_copy_back(p, src, addr, len, fate == FATE_CLEAN);
 		}

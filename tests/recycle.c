@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -216,6 +217,58 @@ static void wait_coalesced(tide_pool *pool, uint64_t before, uint64_t n)
 }
 
 /*
+ * A pool over a held store, full of dirty pages, whose next write of a run
+ * (two pages or more, moved out of the region) is held: returns the run's
+ * first word.
+ */
+static size_t hold_a_run(enum tide_writeback wb, tide_pool **pool, struct held_store *h,
+			 uint64_t **p, size_t len)
+{
+	*pool = make_pool(wb);
+	hs_init(h, len);
+	*p = tide_map_store(*pool, &hs_ops, h, 0, len, TIDE_PROT_READ | TIDE_PROT_WRITE, 0);
+	cr_assert_not_null(*p, "%s", tide_last_error());
+	for (size_t i = 0; i < BUDGET / 8; i++)
+		(*p)[i] = word(i, 0);
+	pthread_mutex_lock(&h->lock);
+	h->hold = 1;
+	pthread_mutex_unlock(&h->lock);
+	for (size_t i = BUDGET / 8; i < len / 8; i++)
+		(*p)[i] = word(i, 0);
+	pthread_mutex_lock(&h->lock);
+	while (!h->held)
+		pthread_cond_wait(&h->cond, &h->lock);
+	pthread_mutex_unlock(&h->lock);
+	return h->held_off / 8;
+}
+
+/* The held write completes now, with what its buffer holds now. */
+static void complete_held(struct held_store *h)
+{
+	memcpy(h->data + h->held_off, h->held_buf, h->held_len);
+	tide_io_complete(h->held, (ssize_t)h->held_len);
+}
+
+/* Unmaps and checks that the store holds word(i, 0) everywhere but at
+ * word `wi`, which holds `wv`. */
+static void unmap_and_check(tide_pool *pool, struct held_store *h, uint64_t *p, size_t len,
+			    size_t first, size_t wi, uint64_t wv)
+{
+	cr_assert_eq(tide_unmap(p), 0, "%s", tide_last_error());
+	for (size_t i = 0; i < len / 8; i++) {
+		uint64_t want = i == wi ? wv : word(i, 0);
+
+		if (((uint64_t *)h->data)[i] != want)
+			cr_assert_fail("store word %zu (page %zu; held run from page %zu): %#llx, "
+				       "want %#llx", i, i * 8 / PS, first * 8 / PS,
+				       (unsigned long long)((uint64_t *)h->data)[i],
+				       (unsigned long long)want);
+	}
+	cr_assert_eq(tide_pool_destroy(pool), 0);
+	hs_fini(h);
+}
+
+/*
  * A run's write is held while one thread reads a page of it and another
  * writes a page of it. Both pages are out of the region, so both threads
  * wait; when the write completes, the pages come back: the reader sees the
@@ -230,35 +283,15 @@ static void touched_during_write(enum tide_writeback wb)
 	pthread_t trd, twr;
 	uint64_t *p, before;
 
-	pool = make_pool(wb);
-	hs_init(&h, len);
-	p = tide_map_store(pool, &hs_ops, &h, 0, len, TIDE_PROT_READ | TIDE_PROT_WRITE, 0);
-	cr_assert_not_null(p, "%s", tide_last_error());
-	/* The pool fills with dirty pages; then the first write-back is held. */
-	for (size_t i = 0; i < BUDGET / 8; i++)
-		p[i] = word(i, 0);
-	pthread_mutex_lock(&h.lock);
-	h.hold = 1;
-	pthread_mutex_unlock(&h.lock);
-	for (size_t i = BUDGET / 8; i < len / 8; i++)
-		p[i] = word(i, 0);
-	pthread_mutex_lock(&h.lock);
-	while (!h.held)
-		pthread_cond_wait(&h.cond, &h.lock);
-	pthread_mutex_unlock(&h.lock);
-	first = h.held_off / 8;
+	first = hold_a_run(wb, &pool, &h, &p, len);
 	wi = first + PS / 8 + 3;   /* a word of the run's second page */
-
 	before = test_stats(pool).faults_coalesced;
 	rd = (struct toucher){ .w = &p[first + 1], .write = false };
 	wr = (struct toucher){ .w = &p[wi], .value = 0x5eed, .write = true };
 	pthread_create(&trd, NULL, touch, &rd);
 	pthread_create(&twr, NULL, touch, &wr);
 	wait_coalesced(pool, before, 2);
-
-	/* The write completes now, with what its buffer holds now. */
-	memcpy(h.data + h.held_off, h.held_buf, h.held_len);
-	tide_io_complete(h.held, (ssize_t)h.held_len);
+	complete_held(&h);
 	pthread_join(trd, NULL);
 	pthread_join(twr, NULL);
 	cr_expect_eq(rd.value, word(first + 1, 0), "a page read during its write read %#llx",
@@ -266,18 +299,7 @@ static void touched_during_write(enum tide_writeback wb)
 	cr_expect_eq(p[wi], 0x5eed);
 	cr_expect_eq(p[first], word(first, 0));
 	cr_expect_eq(test_stats(pool).writeback_errors, 0);
-	cr_assert_eq(tide_unmap(p), 0, "%s", tide_last_error());
-	for (size_t i = 0; i < len / 8; i++) {
-		uint64_t want = i == wi ? 0x5eed : word(i, 0);
-
-		if (((uint64_t *)h.data)[i] != want)
-			cr_assert_fail("store word %zu (page %zu; held run from page %zu): %#llx, "
-				       "want %#llx", i, i * 8 / PS, first * 8 / PS,
-				       (unsigned long long)((uint64_t *)h.data)[i],
-				       (unsigned long long)want);
-	}
-	cr_assert_eq(tide_pool_destroy(pool), 0);
-	hs_fini(&h);
+	unmap_and_check(pool, &h, p, len, first, wi, 0x5eed);
 }
 
 Test(recycle, fixed_pages_touched_during_their_write_come_back, .timeout = 60)
@@ -288,6 +310,72 @@ Test(recycle, fixed_pages_touched_during_their_write_come_back, .timeout = 60)
 Test(recycle, direct_pages_touched_during_their_write_come_back, .timeout = 60)
 {
 	touched_during_write(TIDE_WRITEBACK_DIRECT);
+}
+
+struct watcher {
+	volatile uint64_t *w;    /* a word of a page out of the region */
+	uint64_t value;
+};
+
+/* Waits (without touching it) until the page is back in the page table,
+ * then writes it at once, faulting only if it came back protected. */
+static void *write_when_present(void *arg)
+{
+	struct watcher *t = arg;
+	void *page = (void *)((uintptr_t)t->w & ~(uintptr_t)(PS - 1));
+	unsigned char in = 0;
+
+	while (mincore(page, PS, &in) == 0 && !(in & 1))
+		;
+	*t->w = t->value;
+	return NULL;
+}
+
+/*
+ * A page a read fault waits on is clean once its write is done and comes
+ * back protected, so the next write to it is seen. Bringing it back by a
+ * move and protecting it after (the first version of recycling) leaves the
+ * page writable between the two calls: a thread that writes it then, here
+ * one that writes the moment mincore(2) shows the page present, writes
+ * unseen, and the page, recorded clean, leaves at unmap without being
+ * written. Each round holds one run; the window is microseconds wide, so
+ * the rounds give the race many chances (the old code lost the write in
+ * most rounds).
+ */
+static void read_waiter_comes_back_protected(enum tide_writeback wb)
+{
+	for (int round = 0; round < 20; round++) {
+		size_t len = 4 * BUDGET, first;
+		tide_pool *pool;
+		struct held_store h;
+		struct toucher rd;
+		struct watcher wt;
+		pthread_t trd, twt;
+		uint64_t *p, before;
+
+		first = hold_a_run(wb, &pool, &h, &p, len);
+		before = test_stats(pool).faults_coalesced;
+		rd = (struct toucher){ .w = &p[first + 1], .write = false };
+		wt = (struct watcher){ .w = &p[first + 2], .value = 0x5eed0000 + round };
+		pthread_create(&twt, NULL, write_when_present, &wt);
+		pthread_create(&trd, NULL, touch, &rd);
+		wait_coalesced(pool, before, 1);
+		complete_held(&h);
+		pthread_join(trd, NULL);
+		pthread_join(twt, NULL);
+		cr_expect_eq(rd.value, word(first + 1, 0));
+		unmap_and_check(pool, &h, p, len, first, first + 2, wt.value);
+	}
+}
+
+Test(recycle, fixed_page_read_during_its_write_comes_back_protected, .timeout = 60)
+{
+	read_waiter_comes_back_protected(TIDE_WRITEBACK_FIXED);
+}
+
+Test(recycle, direct_page_read_during_its_write_comes_back_protected, .timeout = 60)
+{
+	read_waiter_comes_back_protected(TIDE_WRITEBACK_DIRECT);
 }
 
 /*

@@ -161,10 +161,8 @@ static uint32_t install_spare(struct tide_pool *p, struct fill *fl, uint32_t i, 
 	size_t ps = r->page_size;
 	size_t got = tide__spare_zeros(p, tide__page_addr(r, fl->page + i), (size_t)(j - i) * ps, ps);
 
-	for (; got >= ps; got -= ps) {
-		p->st.c.fills_recycled++;
+	for (; got >= ps; got -= ps)
 		fill_installed(p, fl, fl->frames[i++]);
-	}
 	return i;
 }
 
@@ -178,7 +176,8 @@ static void install_span(struct tide_pool *p, struct fill *fl, uint32_t i, uint3
 		while (j < end && copy_mode(tide__frame(p, fl->frames[j])) == mode)
 			j++;
 		/* A moved-in page has no uffd-wp bit: only for writable installs. */
-		if (fl->zero && !mode && p->spare.nfree)
+		if (fl->zero && !mode &&
+		    (p->spare.nfree || tide__spare_seed(p, (size_t)(j - i) * fl->region->page_size)))
 			k = install_spare(p, fl, i, j);
 		install(p, fl, k, j, mode);
 		i = j;

@@ -122,9 +122,11 @@ void tide__bounce_put(struct tide__bounce *b, void *p, size_t len);
 struct spare_run {
 	char *at;
 	size_t len;
+	bool fresh;              /* seeded: zeros but for the first byte of each 4 KiB */
 };
 struct tide__spare {
 	bool on;                 /* TIDE_RECYCLE, and the kernel has UFFDIO_MOVE */
+	bool seed;               /* transparent huge pages can seed the room */
 	struct tide__bounce room;/* address space for moved pages, uffd-registered */
 	struct spare_run free[TIDE_SPARE_RUNS]; /* written back, present, oldest first */
 	unsigned nfree;
@@ -138,6 +140,8 @@ void tide__spare_back(struct tide_pool *p, char *at, char *addr, size_t len);
 void tide__spare_copy_back(struct tide_pool *p, const char *src, char *addr, size_t len,
 			   bool protect);
 void tide__spare_free(struct tide_pool *p, char *at, size_t len);
+/* Free pages for a fill of `len` bytes of holes when the room has none. */
+bool tide__spare_seed(struct tide_pool *p, size_t len);
 size_t tide__spare_zeros(struct tide_pool *p, char *addr, size_t len, size_t ps);
 void tide__spare_trim(struct tide_pool *p);
 

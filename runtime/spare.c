@@ -35,10 +35,24 @@
  *   and its spare ones together stay within the budget.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "internal.h"
+
+/* Whether madvise(MADV_HUGEPAGE) gets transparent huge pages here. */
+static bool thp_available(void)
+{
+	char buf[64] = "";
+	int fd = open("/sys/kernel/mm/transparent_hugepage/enabled", O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof(buf) - 1);
+
+	if (fd >= 0)
+		close(fd);
+	return n > 0 && !strstr(buf, "[never]");
+}
 
 int tide__spare_init(struct tide_pool *p)
 {
@@ -65,6 +79,7 @@ int tide__spare_init(struct tide_pool *p)
 		return 0;
 	}
 	s->on = true;
+	s->seed = thp_available();
 	return 0;
 }
 
@@ -171,20 +186,89 @@ int tide__spare_out(struct tide_pool *p, char *at, char *addr, size_t len)
 	return ret < 0 ? ret : -EAGAIN;
 }
 
-/* Pages in slot [at, at + len) were written: free for a fill. */
-void tide__spare_free(struct tide_pool *p, char *at, size_t len)
+/* Pages in slot [at, at + len) are free for a fill; `fresh`: seeded. */
+static void run_add(struct tide_pool *p, char *at, size_t len, bool fresh)
 {
 	struct tide__spare *s = &p->spare;
 	struct spare_run *last = s->nfree ? &s->free[s->nfree - 1] : NULL;
 
-	if (last && last->at + last->len == at) {
+	if (last && last->at + last->len == at && last->fresh == fresh) {
 		last->len += len;
 	} else if (s->nfree < TIDE_SPARE_RUNS) {
-		s->free[s->nfree].at = at;
-		s->free[s->nfree++].len = len;
+		s->free[s->nfree++] = (struct spare_run){ at, len, fresh };
 	} else {
 		room_drop(p, at, len);
 	}
+}
+
+/* Pages in slot [at, at + len) were written: free for a fill. */
+void tide__spare_free(struct tide_pool *p, char *at, size_t len)
+{
+	run_add(p, at, len, false);
+}
+
+/*
+ * Free pages for a fill of `len` bytes of holes, when the room has none:
+ * one transparent huge page, populated outside the uffd and moved into the
+ * room as 512 small pages. The pages a hole's fill takes then sit side by
+ * side in physical memory, and so do they when they leave again for the
+ * store: an O_DIRECT write from them (the direct path writes from the
+ * moved pages) is a few long segments instead of one per 4 KiB, and this
+ * VM's disk takes the first at the speed of the fixed path's writes from
+ * its arena (docs/design.md). Recycling keeps them together from then on.
+ * Each 4 KiB gets a non-zero first byte before the move that splits the
+ * huge page: the split maps an all-zero small page to the shared zero
+ * page (6.18), and the app's first write to it would then take a copy-on-
+ * write fault and a scattered page. Only for fills of a quarter of a huge
+ * page or more (sequential writers): a small fill would pay for 2 MiB
+ * that the end of the pass drops again. Not on the fixed path, which
+ * writes from its arena: there the pages' places do not matter, and
+ * seeding measured slower (docs/design.md).
+ */
+bool tide__spare_seed(struct tide_pool *p, size_t len)
+{
+	struct tide__spare *s = &p->spare;
+	int64_t first = 0, rest = 0;
+	size_t got, moved;
+	char *raw, *hp, *at;
+
+	if (!s->seed || p->writeback == TIDE_WRITEBACK_FIXED || len < TIDE_MAX_PAGE / 4 ||
+	    s->nfree == TIDE_SPARE_RUNS)
+		return false;
+	at = tide__spare_room(p, TIDE_MIN_PAGE, TIDE_MAX_PAGE, &got);
+	if (!at)
+		return false;
+	raw = mmap(NULL, 2 * TIDE_MAX_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+		   -1, 0);
+	if (raw == MAP_FAILED) {
+		room_put(p, at, got);
+		return false;
+	}
+	hp = (char *)(((uintptr_t)raw + TIDE_MAX_PAGE - 1) & ~(uintptr_t)(TIDE_MAX_PAGE - 1));
+	if (madvise(hp, TIDE_MAX_PAGE, MADV_HUGEPAGE) < 0 ||
+	    madvise(hp, got, MADV_POPULATE_WRITE) < 0) {
+		munmap(raw, 2 * TIDE_MAX_PAGE);
+		room_put(p, at, got);
+		s->seed = false;   /* no huge pages here after all */
+		return false;
+	}
+	for (size_t off = 0; off < got; off += TIDE_MIN_PAGE)
+		hp[off] = 1;
+	/* One small page first: that move splits the huge page. */
+	tide__uffd_move(p->uffd, at, hp, TIDE_MIN_PAGE, UFFDIO_MOVE_MODE_DONTWAKE, &first);
+	if (first == TIDE_MIN_PAGE && got > TIDE_MIN_PAGE)
+		tide__uffd_move(p->uffd, at + TIDE_MIN_PAGE, hp + TIDE_MIN_PAGE, got - TIDE_MIN_PAGE,
+				UFFDIO_MOVE_MODE_DONTWAKE, &rest);
+	munmap(raw, 2 * TIDE_MAX_PAGE);
+	moved = (size_t)(first > 0 ? first : 0) + (size_t)(rest > 0 ? rest : 0);
+	if (moved < got) {
+		if (moved)
+			room_drop(p, at, moved);
+		room_put(p, at + moved, got - moved);
+		return false;
+	}
+	run_add(p, at, got, true);
+	return true;
 }
 
 /*
@@ -208,11 +292,18 @@ size_t tide__spare_zeros(struct tide_pool *p, char *addr, size_t len, size_t ps)
 			break;
 		/* From the end of the newest run: its pages are the warmest. */
 		at = run->at + run->len - piece;
-		memset(at, 0, piece);
+		if (run->fresh) {
+			for (size_t off = 0; off < piece; off += TIDE_MIN_PAGE)
+				at[off] = 0;
+		} else {
+			memset(at, 0, piece);
+		}
 		tide__uffd_move(p->uffd, addr + done, at, piece, 0, &moved);
 		if (moved <= 0)
 			break;   /* the run keeps its pages (zeroed) */
 		moved -= moved % (int64_t)ps;
+		if (!run->fresh)
+			p->st.c.fills_recycled += (uint64_t)moved / ps;
 		run->len -= piece;
 		room_put(p, at, (size_t)moved);
 		/* A short move (it should not be): the rest of the piece goes. */

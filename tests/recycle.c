@@ -7,6 +7,7 @@
  */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <liburing.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -25,7 +26,7 @@ static uint64_t word(size_t i, uint64_t round)
 	return test_word(i, 0x7ec1c1e + round);
 }
 
-static tide_pool *make_pool(enum tide_writeback wb)
+static tide_pool *make_pool_of(enum tide_writeback wb, size_t budget, size_t ps)
 {
 	struct tide_options o;
 	tide_pool *pool;
@@ -33,8 +34,8 @@ static tide_pool *make_pool(enum tide_writeback wb)
 
 	test_require_writeback(wb);
 	tide_options_init(&o);
-	o.budget = BUDGET;
-	o.page_size = PS;
+	o.budget = budget;
+	o.page_size = ps;
 	o.write_max = 64 * KiB;
 	o.service_threads = 1;
 	o.writeback = wb;
@@ -46,6 +47,11 @@ static tide_pool *make_pool(enum tide_writeback wb)
 			     "without UFFDIO_MOVE, before 6.8)");
 	}
 	return pool;
+}
+
+static tide_pool *make_pool(enum tide_writeback wb)
+{
+	return make_pool_of(wb, BUDGET, PS);
 }
 
 /* What word i of the region holds: every word of its first half, word 0
@@ -105,6 +111,80 @@ Test(recycle, fills_reuse_evicted_pages)
 	close(rfd);
 	cr_assert_eq(tide_pool_destroy(pool), 0);
 	close(fd);
+}
+
+/* The physical frame of the 4 KiB page at `addr` (present), or 0 where
+ * /proc/self/pagemap does not show frames (without CAP_SYS_ADMIN). */
+static uint64_t frame_of(int pagemap, const void *addr)
+{
+	uint64_t e = 0;
+
+	cr_assert_eq(pread(pagemap, &e, 8, (off_t)((uintptr_t)addr / 4096 * 8)), 8);
+	return e & ((1ull << 55) - 1);
+}
+
+/*
+ * A sequential writer into a new file on the direct path: its holes are
+ * filled with pages seeded from huge pages (spare.c), moved out when
+ * evicted and back in for the next holes. What it must see: zeros in every
+ * word it did not write (the seed marks each 4 KiB before the split), in
+ * the mapping and in the file. What it is for: each 64 KiB page sits in one
+ * run of physical memory, so its O_DIRECT write is one segment, not 16.
+ */
+Test(recycle, a_sequential_writer_gets_zeroed_contiguous_pages)
+{
+	size_t ps = 64 * KiB, budget = 8 * MiB, len = 32 * MiB, per = ps / 8;
+	tide_pool *pool = make_pool_of(TIDE_WRITEBACK_DIRECT, budget, ps);
+	int fd = test_file(len, 0), rfd, pagemap;
+	uint64_t *p = tide_map(pool, fd, 0, len, TIDE_PROT_READ | TIDE_PROT_WRITE, 0), *buf;
+	size_t resident = 0, whole = 0;
+
+	cr_assert_not_null(p, "%s", tide_last_error());
+	/* Word 1 of each page: byte 0 of every 4 KiB stays the hole's. */
+	for (size_t i = 0; i < len / 8; i += per)
+		p[i + 1] = word(i, 4);
+	pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	cr_assert_geq(pagemap, 0);
+	for (size_t pg = 0; pg < len / ps; pg++) {
+		char *at = (char *)p + pg * ps;
+		unsigned char in = 0;
+		uint64_t f0;
+		size_t k;
+
+		if (mincore(at, 4096, &in) < 0 || !(in & 1) || !(f0 = frame_of(pagemap, at)))
+			continue;
+		for (k = 1; k < ps / 4096 && frame_of(pagemap, at + k * 4096) == f0 + k; k++)
+			;
+		resident++;
+		whole += k == ps / 4096;
+	}
+	close(pagemap);
+	for (size_t i = 0; i < len / 8; i++)
+		cr_assert_eq(p[i], i % per == 1 ? word(i - 1, 4) : 0, "word %zu (page %zu)", i,
+			     i / per);
+	cr_expect_eq(test_stats(pool).writeback_errors, 0);
+	cr_assert_eq(tide_unmap(p), 0, "%s", tide_last_error());
+	rfd = test_reopen(fd);
+	buf = malloc(len);
+	cr_assert_not_null(buf);
+	test_pread(rfd, buf, len, 0);
+	for (size_t i = 0; i < len / 8; i++)
+		if (buf[i] != (i % per == 1 ? word(i - 1, 4) : 0))
+			cr_assert_fail("file word %zu (page %zu): %#llx", i, i / per,
+				       (unsigned long long)buf[i]);
+	free(buf);
+	close(rfd);
+	cr_assert_eq(tide_pool_destroy(pool), 0);
+	close(fd);
+	if (!resident)
+		cr_skip_test("pagemap shows no physical frames here (needs CAP_SYS_ADMIN): the "
+			     "data was checked, the pages' places were not");
+	if (!test_thp_available())
+		cr_skip_test("no transparent huge pages here: the data was checked, the pages' "
+			     "places were not");
+	cr_expect_geq(whole * 10, resident * 9,
+		      "%zu of %zu resident 64 KiB pages are one run of physical memory", whole,
+		      resident);
 }
 
 /* ---- a store whose first write waits for the test ---- */

@@ -169,6 +169,47 @@ END {
 	}
 }' "$jsonl" >"$out.csv"
 
+# The eviction figures against the raw write just before and just after
+# each of them (the same repetition): the disk's write speed drifts within
+# a run, so the medians above can set a figure from a slow spell against
+# raw writes from a fast one. Per repetition: tide / the mean of the two
+# raw writes into a new file that bracket it; then the median over the
+# repetitions, as field "paired_ratio" of the tide figure.
+awk '
+function field(k,   r) {
+	if (!match($0, "\"" k "\":[^,}]*")) return ""
+	r = substr($0, RSTART + length(k) + 3, RLENGTH - length(k) - 3)
+	gsub(/"/, "", r); return r
+}
+/"skip"/ { next }
+{
+	name = field("name"); rep = field("rep")
+	if (name == "uring.seqwrite.64k.qd32.fresh.beside") {
+		v = field("mbps") + 0
+		for (i = 1; i <= npend; i++) {   # the bracket after
+			if (pend_rep[i] == rep) {
+				r = pend_val[i] / ((pend_before[i] + v) / 2)
+				k = pend_name[i]
+				if (!(k in cnt)) order[++nk] = k
+				vals[k, ++cnt[k]] = r
+			}
+		}
+		npend = 0; before = v; before_rep = rep
+	} else if (name ~ /^tide\.seqwrite\.fresh\./ && before_rep == rep) {
+		npend++; pend_name[npend] = name; pend_rep[npend] = rep
+		pend_val[npend] = field("wb_mbps") + 0; pend_before[npend] = before
+	}
+}
+END {
+	for (j = 1; j <= nk; j++) {
+		k = order[j]; c = cnt[k]
+		for (a = 1; a <= c; a++) s[a] = vals[k, a]
+		for (a = 2; a <= c; a++) { x = s[a]; for (b = a - 1; b >= 1 && s[b] > x; b--) s[b + 1] = s[b]; s[b + 1] = x }
+		med = c % 2 ? s[(c + 1) / 2] : (s[c / 2] + s[c / 2 + 1]) / 2
+		printf "%s,paired_ratio,%.6g,%.6g,%.6g,%d\n", k, med, s[1], s[c], c
+	}
+}' "$jsonl" >>"$out.csv"
+
 machine() {
 	src=$(findmnt -no SOURCE --target "$dir" 2>/dev/null || echo "?")
 	dev=$(basename "$src")
@@ -194,6 +235,12 @@ function row(what, tn, tf, rn, rf, target, unit,   t, r, ratio, ok) {
 	ratio = (t != "" && r != "" && r > 0) ? sprintf("%.2f", t / r) : "n/a"
 	ok = (ratio == "n/a" || target == "") ? "" : (ratio + 0 >= target ? "yes" : "**no**")
 	printf "| %s | %s | %s | %s | %s | %s |\n", what, fmt(t, unit), fmt(r, unit), ratio, target == "" ? "" : ">= " target, ok
+}
+# A ratio computed per repetition (field paired_ratio), its median.
+function paired(what, tn, target,   ratio, ok) {
+	ratio = get(tn ",paired_ratio"); ratio = ratio == "" ? "n/a" : sprintf("%.2f", ratio)
+	ok = (ratio == "n/a" || target == "") ? "" : (ratio + 0 >= target ? "yes" : "**no**")
+	printf "| %s | | | %s | %s | %s |\n", what, ratio, target == "" ? "" : ">= " target, ok
 }
 function fmt(v, unit) {
 	if (v == "") return "n/a"
@@ -246,8 +293,12 @@ END {
 	row("random 4 KiB fill, 8 app threads (vs io_uring rand read QD8)", "tide.randread.disk.4k.t8", "fills_per_s", "uring.randread.4k.qd8", "per_s", 0.7)
 	row("eviction of contiguous dirty pages into a new file, fixed, 64 KiB, fills free (vs io_uring seq write QD32 into a new file, just before and after)", "tide.seqwrite.fresh.64k.fixed", "wb_mbps", "uring.seqwrite.64k.qd32.fresh.beside", "mbps", 0.8, "MB/s")
 	row("same, direct", "tide.seqwrite.fresh.64k.direct", "wb_mbps", "uring.seqwrite.64k.qd32.fresh.beside", "mbps", 0.8, "MB/s")
+	paired("same, fixed, paired: each repetition against the mean of the raw writes just before and just after it, median of those ratios", "tide.seqwrite.fresh.64k.fixed", 0.8)
+	paired("same, direct, paired", "tide.seqwrite.fresh.64k.direct", 0.8)
 	row("same, fixed, TIDE_RECYCLE=0: protect, write, drop (vs io_uring seq write QD32 into a new file)", "tide.seqwrite.fresh.64k.fixed.norecycle", "wb_mbps", "uring.seqwrite.64k.qd32.fresh.beside", "mbps", "", "MB/s")
 	row("same, direct, TIDE_RECYCLE=0", "tide.seqwrite.fresh.64k.direct.norecycle", "wb_mbps", "uring.seqwrite.64k.qd32.fresh.beside", "mbps", "", "MB/s")
+	paired("same, fixed, TIDE_RECYCLE=0, paired", "tide.seqwrite.fresh.64k.fixed.norecycle", "")
+	paired("same, direct, TIDE_RECYCLE=0, paired", "tide.seqwrite.fresh.64k.direct.norecycle", "")
 	row("eviction, fixed, recycling (default) vs TIDE_RECYCLE=0", "tide.seqwrite.fresh.64k.fixed", "wb_mbps", "tide.seqwrite.fresh.64k.fixed.norecycle", "wb_mbps", "", "MB/s")
 	row("eviction, direct, recycling (default) vs TIDE_RECYCLE=0", "tide.seqwrite.fresh.64k.direct", "wb_mbps", "tide.seqwrite.fresh.64k.direct.norecycle", "wb_mbps", "", "MB/s")
 	row("service thread CPU per GB evicted, fixed, recycling vs TIDE_RECYCLE=0 (below 1: recycling costs less; the disk hides it in MB/s)", "tide.seqwrite.fresh.64k.fixed", "service_ms_per_gb", "tide.seqwrite.fresh.64k.fixed.norecycle", "service_ms_per_gb", "", "ms/GB")

@@ -225,7 +225,7 @@ void tide__spare_free(struct tide_pool *p, char *at, size_t len)
  * writes from its arena: there the pages' places do not matter, and
  * seeding measured slower (docs/design.md).
  */
-bool tide__spare_seed(struct tide_pool *p, size_t len)
+bool tide__spare_seed(struct tide_pool *p, size_t len, size_t ps)
 {
 	struct tide__spare *s = &p->spare;
 	int64_t first = 0, rest = 0;
@@ -235,7 +235,7 @@ bool tide__spare_seed(struct tide_pool *p, size_t len)
 	if (!s->seed || p->writeback == TIDE_WRITEBACK_FIXED || len < TIDE_MAX_PAGE / 4 ||
 	    s->nfree == TIDE_SPARE_RUNS)
 		return false;
-	at = tide__spare_room(p, TIDE_MIN_PAGE, TIDE_MAX_PAGE, &got);
+	at = tide__spare_room(p, ps, TIDE_MAX_PAGE, &got);
 	if (!at)
 		return false;
 	raw = mmap(NULL, 2 * TIDE_MAX_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
@@ -288,8 +288,13 @@ size_t tide__spare_zeros(struct tide_pool *p, char *addr, size_t len, size_t ps)
 		int64_t moved = 0;
 
 		piece -= piece % ps;
-		if (!piece)
-			break;
+		if (!piece) {
+			/* Less than a page of this region (freed by one with
+			 * smaller pages): it would stop every fill here. */
+			room_drop(p, run->at, run->len);
+			s->nfree--;
+			continue;
+		}
 		/* From the end of the newest run: its pages are the warmest. */
 		at = run->at + run->len - piece;
 		if (run->fresh) {

@@ -245,6 +245,8 @@ bool tide__spare_seed(struct tide_pool *p, size_t len, size_t ps)
 		return false;
 	}
 	hp = (char *)(((uintptr_t)raw + TIDE_MAX_PAGE - 1) & ~(uintptr_t)(TIDE_MAX_PAGE - 1));
+	/* Not shared with a child forked meanwhile: a shared page cannot move. */
+	madvise(raw, 2 * TIDE_MAX_PAGE, MADV_DONTFORK);
 	if (madvise(hp, TIDE_MAX_PAGE, MADV_HUGEPAGE) < 0 ||
 	    madvise(hp, got, MADV_POPULATE_WRITE) < 0) {
 		munmap(raw, 2 * TIDE_MAX_PAGE);

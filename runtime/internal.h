@@ -144,6 +144,8 @@ void tide__spare_free(struct tide_pool *p, char *at, size_t len);
 bool tide__spare_seed(struct tide_pool *p, size_t len, size_t ps);
 size_t tide__spare_zeros(struct tide_pool *p, char *addr, size_t len, size_t ps);
 void tide__spare_trim(struct tide_pool *p);
+/* Whether madvise(MADV_HUGEPAGE) gets transparent huge pages here. */
+bool tide__thp_available(void);
 
 /* ---- store I/O: every storage operation is one of these ---- */
 struct tide_io {

@@ -42,8 +42,7 @@
 
 #include "internal.h"
 
-/* Whether madvise(MADV_HUGEPAGE) gets transparent huge pages here. */
-static bool thp_available(void)
+bool tide__thp_available(void)
 {
 	char buf[64] = "";
 	int fd = open("/sys/kernel/mm/transparent_hugepage/enabled", O_RDONLY | O_CLOEXEC);
@@ -79,7 +78,7 @@ int tide__spare_init(struct tide_pool *p)
 		return 0;
 	}
 	s->on = true;
-	s->seed = thp_available();
+	s->seed = tide__thp_available();
 	return 0;
 }
 

@@ -46,17 +46,6 @@ int test_file(uint64_t size, uint64_t seed)
 	return fd;
 }
 
-bool test_thp_available(void)
-{
-	char buf[64] = "";
-	int fd = open("/sys/kernel/mm/transparent_hugepage/enabled", O_RDONLY | O_CLOEXEC);
-	ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof(buf) - 1);
-
-	if (fd >= 0)
-		close(fd);
-	return n > 0 && !strstr(buf, "[never]");
-}
-
 void test_require_uffd(void)
 {
 	uint64_t have = 0;

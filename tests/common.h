@@ -29,8 +29,6 @@ static inline uint64_t test_word(uint64_t i, uint64_t seed)
 
 /* Skips the calling test with the reason when userfaultfd (with WP) cannot be used. */
 void test_require_uffd(void);
-/* Whether madvise(MADV_HUGEPAGE) gets transparent huge pages here. */
-bool test_thp_available(void);
 /* The same, and for TIDE_WRITEBACK_DIRECT the start-up probe must call it
  * safe here (on 5.8 it hangs the service thread): skip with its reason. */
 void test_require_writeback(enum tide_writeback wb);

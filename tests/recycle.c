@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "internal.h"
 #include "tide.h"
 
 #define PS      (4 * KiB)
@@ -56,9 +57,26 @@ static tide_pool *make_pool(enum tide_writeback wb)
 
 /* What word i of the region holds: every word of its first half, word 0
  * of each page of its second half (the rest zeros, as the holes). */
-static uint64_t want_word(size_t i, size_t len)
+static uint64_t want_word(size_t i, uint64_t len)
 {
 	return i < len / 16 || i % (PS / 8) == 0 ? word(i, 0) : 0;
+}
+
+/* The file behind fd holds want(i, arg) at every word i of its first len bytes. */
+static void file_holds(int fd, size_t len, uint64_t (*want)(size_t i, uint64_t arg), uint64_t arg)
+{
+	int rfd = test_reopen(fd);
+	uint64_t *buf = malloc(len);
+
+	cr_assert_not_null(buf);
+	test_pread(rfd, buf, len, 0);
+	for (size_t i = 0; i < len / 8; i++)
+		if (buf[i] != want(i, arg))
+			cr_assert_fail("file word %zu (4 KiB page %zu): %#llx, want %#llx", i,
+				       i * 8 / 4096, (unsigned long long)buf[i],
+				       (unsigned long long)want(i, arg));
+	free(buf);
+	close(rfd);
 }
 
 /*
@@ -74,8 +92,8 @@ Test(recycle, fills_reuse_evicted_pages)
 {
 	size_t len = 4 * BUDGET;
 	tide_pool *pool = make_pool(TIDE_WRITEBACK_AUTO);
-	int fd = test_file(len, 0), rfd;
-	uint64_t *p = tide_map(pool, fd, 0, len, TIDE_PROT_READ | TIDE_PROT_WRITE, 0), *buf;
+	int fd = test_file(len, 0);
+	uint64_t *p = tide_map(pool, fd, 0, len, TIDE_PROT_READ | TIDE_PROT_WRITE, 0);
 	struct tide_stats st;
 
 	cr_assert_not_null(p, "%s", tide_last_error());
@@ -98,17 +116,7 @@ Test(recycle, fills_reuse_evicted_pages)
 	cr_expect_eq(st.writeback_errors, 0);
 	cr_assert_eq(tide_unmap(p), 0, "%s", tide_last_error());
 
-	rfd = test_reopen(fd);
-	buf = malloc(len);
-	cr_assert_not_null(buf);
-	test_pread(rfd, buf, len, 0);
-	for (size_t i = 0; i < len / 8; i++)
-		if (buf[i] != want_word(i, len))
-			cr_assert_fail("file word %zu (page %zu): %#llx, want %#llx", i, i * 8 / PS,
-				       (unsigned long long)buf[i],
-				       (unsigned long long)want_word(i, len));
-	free(buf);
-	close(rfd);
+	file_holds(fd, len, want_word, len);
 	cr_assert_eq(tide_pool_destroy(pool), 0);
 	close(fd);
 }
@@ -131,12 +139,18 @@ static uint64_t frame_of(int pagemap, const void *addr)
  * the mapping and in the file. What it is for: each 64 KiB page sits in one
  * run of physical memory, so its O_DIRECT write is one segment, not 16.
  */
+/* Word 1 of each page of `per` words written, the rest the hole's zeros. */
+static uint64_t one_word_per_page(size_t i, uint64_t per)
+{
+	return i % per == 1 ? word(i - 1, 4) : 0;
+}
+
 Test(recycle, a_sequential_writer_gets_zeroed_contiguous_pages)
 {
 	size_t ps = 64 * KiB, budget = 8 * MiB, len = 32 * MiB, per = ps / 8;
 	tide_pool *pool = make_pool_of(TIDE_WRITEBACK_DIRECT, budget, ps);
-	int fd = test_file(len, 0), rfd, pagemap;
-	uint64_t *p = tide_map(pool, fd, 0, len, TIDE_PROT_READ | TIDE_PROT_WRITE, 0), *buf;
+	int fd = test_file(len, 0), pagemap;
+	uint64_t *p = tide_map(pool, fd, 0, len, TIDE_PROT_READ | TIDE_PROT_WRITE, 0);
 	size_t resident = 0, whole = 0;
 
 	cr_assert_not_null(p, "%s", tide_last_error());
@@ -160,26 +174,16 @@ Test(recycle, a_sequential_writer_gets_zeroed_contiguous_pages)
 	}
 	close(pagemap);
 	for (size_t i = 0; i < len / 8; i++)
-		cr_assert_eq(p[i], i % per == 1 ? word(i - 1, 4) : 0, "word %zu (page %zu)", i,
-			     i / per);
+		cr_assert_eq(p[i], one_word_per_page(i, per), "word %zu (page %zu)", i, i / per);
 	cr_expect_eq(test_stats(pool).writeback_errors, 0);
 	cr_assert_eq(tide_unmap(p), 0, "%s", tide_last_error());
-	rfd = test_reopen(fd);
-	buf = malloc(len);
-	cr_assert_not_null(buf);
-	test_pread(rfd, buf, len, 0);
-	for (size_t i = 0; i < len / 8; i++)
-		if (buf[i] != (i % per == 1 ? word(i - 1, 4) : 0))
-			cr_assert_fail("file word %zu (page %zu): %#llx", i, i / per,
-				       (unsigned long long)buf[i]);
-	free(buf);
-	close(rfd);
+	file_holds(fd, len, one_word_per_page, per);
 	cr_assert_eq(tide_pool_destroy(pool), 0);
 	close(fd);
 	if (!resident)
 		cr_skip_test("pagemap shows no physical frames here (needs CAP_SYS_ADMIN): the "
 			     "data was checked, the pages' places were not");
-	if (!test_thp_available())
+	if (!tide__thp_available())
 		cr_skip_test("no transparent huge pages here: the data was checked, the pages' "
 			     "places were not");
 	cr_expect_geq(whole * 10, resident * 9,
@@ -535,20 +539,7 @@ Test(recycle, pinned_pages_leave_the_plain_way)
 	io_uring_unregister_buffers(&ring);
 	io_uring_queue_exit(&ring);
 	cr_assert_eq(tide_unmap(p), 0, "%s", tide_last_error());
-	{
-		int rfd = test_reopen(fd);
-		uint64_t *buf = malloc(len);
-
-		cr_assert_not_null(buf);
-		test_pread(rfd, buf, len, 0);
-		for (size_t i = 0; i < len / 8; i++)
-			if (buf[i] != word(i, 3))
-				cr_assert_fail("file word %zu: %#llx, want %#llx", i,
-					       (unsigned long long)buf[i],
-					       (unsigned long long)word(i, 3));
-		free(buf);
-		close(rfd);
-	}
+	file_holds(fd, len, word, 3);
 	cr_assert_eq(tide_pool_destroy(pool), 0);
 	close(fd);
 }

@@ -131,6 +131,12 @@ static uint64_t frame_of(int pagemap, const void *addr)
 	return e & ((1ull << 55) - 1);
 }
 
+/* Word 1 of each page of `per` words written, the rest the hole's zeros. */
+static uint64_t one_word_per_page(size_t i, uint64_t per)
+{
+	return i % per == 1 ? word(i - 1, 4) : 0;
+}
+
 /*
  * A sequential writer into a new file on the direct path: its holes are
  * filled with pages seeded from huge pages (spare.c), moved out when
@@ -139,12 +145,6 @@ static uint64_t frame_of(int pagemap, const void *addr)
  * the mapping and in the file. What it is for: each 64 KiB page sits in one
  * run of physical memory, so its O_DIRECT write is one segment, not 16.
  */
-/* Word 1 of each page of `per` words written, the rest the hole's zeros. */
-static uint64_t one_word_per_page(size_t i, uint64_t per)
-{
-	return i % per == 1 ? word(i - 1, 4) : 0;
-}
-
 Test(recycle, a_sequential_writer_gets_zeroed_contiguous_pages)
 {
 	size_t ps = 64 * KiB, budget = 8 * MiB, len = 32 * MiB, per = ps / 8;

@@ -176,9 +176,7 @@ static void install_span(struct tide_pool *p, struct fill *fl, uint32_t i, uint3
 		while (j < end && copy_mode(tide__frame(p, fl->frames[j])) == mode)
 			j++;
 		/* A moved-in page has no uffd-wp bit: only for writable installs. */
-		if (fl->zero && !mode &&
-		    (p->spare.nfree || tide__spare_seed(p, (size_t)(j - i) * fl->region->page_size,
-							 fl->region->page_size)))
+		if (fl->zero && !mode && p->spare.on)
 			k = install_spare(p, fl, i, j);
 		install(p, fl, k, j, mode);
 		i = j;

@@ -140,8 +140,6 @@ void tide__spare_back(struct tide_pool *p, char *at, char *addr, size_t len);
 void tide__spare_copy_back(struct tide_pool *p, const char *src, char *addr, size_t len,
 			   bool protect);
 void tide__spare_free(struct tide_pool *p, char *at, size_t len);
-/* Free pages for a fill of `len` bytes of holes (pages of `ps`) when the room has none. */
-bool tide__spare_seed(struct tide_pool *p, size_t len, size_t ps);
 size_t tide__spare_zeros(struct tide_pool *p, char *addr, size_t len, size_t ps);
 void tide__spare_trim(struct tide_pool *p);
 /* Whether madvise(MADV_HUGEPAGE) gets transparent huge pages here. */

@@ -224,7 +224,7 @@ void tide__spare_free(struct tide_pool *p, char *at, size_t len)
  * writes from its arena: there the pages' places do not matter, and
  * seeding measured slower (docs/design.md).
  */
-bool tide__spare_seed(struct tide_pool *p, size_t len, size_t ps)
+static bool spare_seed(struct tide_pool *p, size_t len, size_t ps)
 {
 	struct tide__spare *s = &p->spare;
 	int64_t first = 0, rest = 0;
@@ -274,14 +274,17 @@ bool tide__spare_seed(struct tide_pool *p, size_t len, size_t ps)
 
 /*
  * Install zeros at pages [addr, addr + len) of a region (`ps` bytes each)
- * with free spare pages: zeroed here, then moved into place, which wakes
- * the faults on them. Returns the bytes installed, whole pages, from addr.
+ * with free spare pages (seeded first when there are none: spare_seed),
+ * zeroed here, then moved into place, which wakes the faults on them.
+ * Returns the bytes installed, whole pages, from addr.
  */
 size_t tide__spare_zeros(struct tide_pool *p, char *addr, size_t len, size_t ps)
 {
 	struct tide__spare *s = &p->spare;
 	size_t done = 0;
 
+	if (!s->nfree)
+		spare_seed(p, len, ps);
 	while (done < len && s->nfree) {
 		struct spare_run *run = &s->free[s->nfree - 1];
 		size_t piece = len - done < run->len ? len - done : run->len;

@@ -524,6 +524,16 @@ static inline uint64_t tide__pool_budget(const struct tide_pool *p)
 {
 	return __atomic_load_n(&p->share, __ATOMIC_RELAXED) - p->giving;
 }
+/* A spin-wait's pause: lets the sibling hyperthread (or the host) run. */
+static inline void tide__cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ __volatile__("yield");
+#endif
+}
+
 static inline uint64_t tide__pool_high(const struct tide_pool *p)
 {
 	return tide__pool_budget(p) / 100 * p->opt.high_water;

@@ -29,15 +29,6 @@ struct keeper {
 	int cpu;
 };
 
-static void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-	__builtin_ia32_pause();
-#elif defined(__aarch64__)
-	__asm__ __volatile__("yield");
-#endif
-}
-
 static void futex_wait(uint32_t *word, uint32_t val)
 {
 	syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
@@ -71,7 +62,7 @@ static void *keeper_main(void *arg)
 
 		while (hot(p))
 			for (int i = 0; i < 64; i++)
-				cpu_relax();
+				tide__cpu_relax();
 		/* Announce the sleep, then look once more: either the service
 		 * thread sees a sleeper and bumps the word, or we see its kick. */
 		__atomic_add_fetch(&p->keep_sleepers, 1, __ATOMIC_SEQ_CST);

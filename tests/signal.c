@@ -142,18 +142,23 @@ static void *write_words(void *arg)
 	return NULL;
 }
 
-Test(signal, writes_from_many_threads_survive_eviction)
+/* With wake_poll_us 0 a thread that finds the pool's lock taken, or a page
+ * on its way, sleeps at once; otherwise it polls first (signal.c). */
+static void many_writers(unsigned wake_poll_us)
 {
 	size_t budget = 512 * KiB, len = 16 * budget, words = len / 8;
 	struct writer w[WRITERS];
 	pthread_t t[WRITERS];
+	struct tide_options o;
 	tide_pool *pool;
 	struct tide_stats st;
 	uint64_t *p, *check;
 	int fd, rfd;
 
 	require_sigbus();
-	pool = signal_pool(budget);
+	signal_options(&o, budget);
+	o.wake_poll_us = wake_poll_us;
+	cr_assert_eq(tide_pool_create(&pool, &o), 0, "tide_pool_create: %s", tide_last_error());
 	fd = test_file(len, 3);
 	p = tide_map(pool, fd, 0, len, TIDE_PROT_READ | TIDE_PROT_WRITE, 0);
 	cr_assert_not_null(p, "%s", tide_last_error());
@@ -183,6 +188,81 @@ Test(signal, writes_from_many_threads_survive_eviction)
 	close(fd);
 	cr_assert_eq(tide_pool_destroy(pool), 0, "%s", tide_last_error());
 }
+
+Test(signal, writes_from_many_threads_survive_eviction) { many_writers(0); }
+Test(signal, writes_from_many_threads_survive_eviction_with_polling) { many_writers(50); }
+
+struct reader {
+	const uint64_t *base;
+	const size_t *order;
+	size_t npages;
+	pthread_barrier_t *start;
+	size_t bad;             /* first wrong word + 1, or 0 */
+};
+
+/* Every reader walks the same pages in the same order from the same
+ * moment, so they meet on pages another one is bringing in. */
+static void *read_words(void *arg)
+{
+	struct reader *rd = arg;
+
+	pthread_barrier_wait(rd->start);
+	for (size_t k = 0; k < rd->npages && !rd->bad; k++) {
+		size_t first = rd->order[k] * (PAGE / 8);
+
+		for (size_t i = first; i < first + PAGE / 8; i++)
+			if (rd->base[i] != test_word(i, 5)) {
+				rd->bad = i + 1;
+				break;
+			}
+	}
+	return NULL;
+}
+
+static void readers_meet(unsigned wake_poll_us)
+{
+	size_t budget = 512 * KiB, len = 8 * budget, npages = len / PAGE;
+	struct reader rd[WRITERS];
+	pthread_t t[WRITERS];
+	pthread_barrier_t start;
+	struct tide_options o;
+	struct tide_stats st;
+	tide_pool *pool;
+	size_t *order;
+	uint64_t *p;
+	int fd;
+
+	require_sigbus();
+	signal_options(&o, budget);
+	o.wake_poll_us = wake_poll_us;
+	cr_assert_eq(tide_pool_create(&pool, &o), 0, "tide_pool_create: %s", tide_last_error());
+	fd = test_file(len, 5);
+	p = tide_map(pool, fd, 0, len, TIDE_PROT_READ, 0);
+	cr_assert_not_null(p, "%s", tide_last_error());
+	order = shuffled(npages, 7);
+	cr_assert_not_null(order);
+	pthread_barrier_init(&start, NULL, WRITERS);
+	for (unsigned i = 0; i < WRITERS; i++) {
+		rd[i] = (struct reader){ p, order, npages, &start, 0 };
+		cr_assert_eq(pthread_create(&t[i], NULL, read_words, &rd[i]), 0);
+	}
+	for (unsigned i = 0; i < WRITERS; i++)
+		pthread_join(t[i], NULL);
+	for (unsigned i = 0; i < WRITERS; i++)
+		cr_assert_eq(rd[i].bad, 0, "reader %u: word %zu is not the file's", i, rd[i].bad - 1);
+	st = test_stats(pool);
+	cr_expect_geq(st.faults_signal, npages, "every page was filled by a fault at least once");
+	cr_expect_gt(st.evictions, 0, "the walk is 8x the budget");
+	cr_expect_leq(st.peak_resident_bytes, budget);
+	cr_assert_eq(tide_unmap(p), 0, "%s", tide_last_error());
+	pthread_barrier_destroy(&start);
+	free(order);
+	close(fd);
+	cr_assert_eq(tide_pool_destroy(pool), 0, "%s", tide_last_error());
+}
+
+Test(signal, readers_meeting_on_a_page_all_get_the_file) { readers_meet(0); }
+Test(signal, readers_meeting_on_a_page_all_get_the_file_with_polling) { readers_meet(50); }
 
 /* The limit of the mode: the kernel cannot raise the signal inside a
  * system call, so one that touches a missing page fails with EFAULT. Once

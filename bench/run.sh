@@ -269,6 +269,7 @@ END {
 	row("fill per fault, 64 KiB, page cache (vs uffd same-vCPU 64 KiB)", "tide.randread.cache.64k", "faults_per_s", "uffd.same.64k", "per_s", "")
 	row("two app threads, one vCPU each, own regions, TIDE_SERVICE_THREADS=2, wake polling off (vs one uffd + handler per vCPU)", "tide.permread.cache.4k.t2.pin0.shards", "faults_per_s", "uffd2.percpu.4k", "per_s", 0.7)
 	row("same, one service thread", "tide.permread.cache.4k.t2.pin0", "faults_per_s", "uffd2.percpu.4k", "per_s", 0.7)
+	row("same, one service thread, vs what one server can do: one shared uffd and one handler thread for both", "tide.permread.cache.4k.t2.pin0", "faults_per_s", "uffd2.shared.4k", "per_s", "")
 	row("one app thread on two shards (pinned, polling off): its walk fits once its shard borrows the budget of the idle shard; evictions and peak in the last table (vs one service thread)", "tide.permread.cache.4k.pin0.shards", "faults_per_s", "tide.permread.cache.4k.pin0", "faults_per_s", "")
 	row("two app threads sharing a region, default placement, full pool", "tide.randread.cache.4k.t2", "faults_per_s", "uffd2.percpu.4k", "per_s", 0.7)
 	row("same, wake polling off", "tide.randread.cache.4k.t2.nopoll", "faults_per_s", "uffd2.percpu.4k", "per_s", 0.7)

@@ -19,8 +19,9 @@
  * custom store's read is called here (a store that completes at once, like
  * a memory store, so serves the fault without any other thread). A fault
  * that must wait (its page is being read or written back, or the pool has
- * no room) sleeps on a futex the pool bumps whenever a pass or a handler
- * changed something.
+ * no room) waits on a futex word the pool bumps whenever a pass or a
+ * handler changed something: polled for up to TIDE_WAKE_POLL_US, as a
+ * taken lock is, then asleep.
  *
  * The handler runs synchronously, at the instruction that touched a tide
  * page, which is application code or a memory routine, never the C

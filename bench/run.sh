@@ -138,8 +138,17 @@ while [ "$r" -le "$reps" ]; do
 done
 elapsed=$(($(date +%s) - start))
 
+# "median,min,max,n" of vals[k, 1..c], for both summaries below.
+awk_stats='
+function stats(k, c,   a, b, x) {
+	for (a = 1; a <= c; a++) s[a] = vals[k, a]
+	for (a = 2; a <= c; a++) { x = s[a]; for (b = a - 1; b >= 1 && s[b] > x; b--) s[b + 1] = s[b]; s[b + 1] = x }
+	return sprintf("%.6g,%.6g,%.6g,%d", c % 2 ? s[(c + 1) / 2] : (s[c / 2] + s[c / 2 + 1]) / 2,
+		       s[1], s[c], c)
+}'
+
 # Medians of every numeric field of every result, over the repetitions.
-awk '
+awk "$awk_stats"'
 /"skip"/ { next }
 {
 	line = $0; gsub(/^\{|\}$/, "", line); n = split(line, kv, ",")
@@ -160,13 +169,8 @@ awk '
 }
 END {
 	print "name,field,median,min,max,n"
-	for (j = 1; j <= nk; j++) {
-		key = order[j]; c = cnt[key]
-		for (a = 1; a <= c; a++) s[a] = vals[key, a]
-		for (a = 2; a <= c; a++) { x = s[a]; for (b = a - 1; b >= 1 && s[b] > x; b--) s[b + 1] = s[b]; s[b + 1] = x }
-		med = c % 2 ? s[(c + 1) / 2] : (s[c / 2] + s[c / 2 + 1]) / 2
-		printf "%s,%.6g,%.6g,%.6g,%d\n", key, med, s[1], s[c], c
-	}
+	for (j = 1; j <= nk; j++)
+		printf "%s,%s\n", order[j], stats(order[j], cnt[order[j]])
 }' "$jsonl" >"$out.csv"
 
 # The eviction figures against the raw write just before and just after
@@ -175,7 +179,7 @@ END {
 # raw writes from a fast one. Per repetition: tide / the mean of the two
 # raw writes into a new file that bracket it; then the median over the
 # repetitions, as field "paired_ratio" of the tide figure.
-awk '
+awk "$awk_stats"'
 function field(k,   r) {
 	if (!match($0, "\"" k "\":[^,}]*")) return ""
 	r = substr($0, RSTART + length(k) + 3, RLENGTH - length(k) - 3)
@@ -201,13 +205,8 @@ function field(k,   r) {
 	}
 }
 END {
-	for (j = 1; j <= nk; j++) {
-		k = order[j]; c = cnt[k]
-		for (a = 1; a <= c; a++) s[a] = vals[k, a]
-		for (a = 2; a <= c; a++) { x = s[a]; for (b = a - 1; b >= 1 && s[b] > x; b--) s[b + 1] = s[b]; s[b + 1] = x }
-		med = c % 2 ? s[(c + 1) / 2] : (s[c / 2] + s[c / 2 + 1]) / 2
-		printf "%s,paired_ratio,%.6g,%.6g,%.6g,%d\n", k, med, s[1], s[c], c
-	}
+	for (j = 1; j <= nk; j++)
+		printf "%s,paired_ratio,%s\n", order[j], stats(order[j], cnt[order[j]])
 }' "$jsonl" >>"$out.csv"
 
 machine() {

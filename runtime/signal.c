@@ -63,24 +63,31 @@ bool tide__signal_serving(const struct tide_pool *p)
 /*
  * A thread that sleeps on a taken lock sleeps in the kernel, and its vCPU
  * halts when nothing else runs there: waking it costs ~50-100 us on these
- * VMs, where the lock is held for a few. So a contended lock is polled
+ * VMs, where the lock is held for a few. So a thread that must wait polls
  * first, for at most the wake-polling window (TIDE_WAKE_POLL_US), giving
- * the CPU away between polls in case the holder waits for it.
+ * the CPU away between polls in case the thread it waits for needs it.
  */
+static uint64_t poll_end(const struct tide_pool *p)
+{
+	return tide__now_ns() + (uint64_t)p->opt.wake_poll_us * 1000;
+}
+
+static void poll_pause(void)
+{
+	for (int i = 0; i < 32; i++)
+		tide__cpu_relax();
+	sched_yield();
+}
+
 void tide__state_lock(struct tide_pool *p)
 {
 	uint64_t until;
 
 	if (pthread_mutex_trylock(&p->state) == 0)
 		return;
-	until = tide__now_ns() + (uint64_t)p->opt.wake_poll_us * 1000;
-	while (tide__now_ns() < until) {
-		for (int i = 0; i < 32; i++)
-			tide__cpu_relax();
+	for (until = poll_end(p); tide__now_ns() < until; poll_pause())
 		if (pthread_mutex_trylock(&p->state) == 0)
 			return;
-		sched_yield();
-	}
 	pthread_mutex_lock(&p->state);
 }
 
@@ -99,15 +106,12 @@ void tide__state_unlock(struct tide_pool *p, bool changed)
 static void wait_change(struct tide_pool *p)
 {
 	uint32_t seq = __atomic_load_n(&p->serve_seq, __ATOMIC_ACQUIRE);
-	uint64_t until = tide__now_ns() + (uint64_t)p->opt.wake_poll_us * 1000;
+	uint64_t until = poll_end(p);
 
 	p->serve_waiters++;
 	pthread_mutex_unlock(&p->state);
-	while (__atomic_load_n(&p->serve_seq, __ATOMIC_ACQUIRE) == seq && tide__now_ns() < until) {
-		for (int i = 0; i < 32; i++)
-			tide__cpu_relax();
-		sched_yield();
-	}
+	while (__atomic_load_n(&p->serve_seq, __ATOMIC_ACQUIRE) == seq && tide__now_ns() < until)
+		poll_pause();
 	syscall(SYS_futex, &p->serve_seq, FUTEX_WAIT_PRIVATE, seq, NULL, NULL, 0);
 	tide__state_lock(p);
 	p->serve_waiters--;

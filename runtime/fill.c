@@ -175,8 +175,10 @@ static void install_span(struct tide_pool *p, struct fill *fl, uint32_t i, uint3
 
 		while (j < end && copy_mode(tide__frame(p, fl->frames[j])) == mode)
 			j++;
-		/* A moved-in page has no uffd-wp bit: only for writable installs. */
-		if (fl->zero && !mode && p->spare.on)
+		/* A moved-in page has no uffd-wp bit: only for writable installs,
+		 * and only into a writable region (UFFDIO_MOVE refuses a
+		 * destination whose protection differs from the room's). */
+		if (fl->zero && !mode && p->spare.on && (fl->region->prot & TIDE_PROT_WRITE))
 			k = install_spare(p, fl, i, j);
 		install(p, fl, k, j, mode);
 		i = j;

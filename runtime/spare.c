@@ -19,9 +19,12 @@
  * page against 18-21 with protect, copy and drop.
  *
  * Limits, all checked where they apply:
- * - A moved-in page carries no uffd-wp bit, so only fills that are
- *   installed writable anyway take spare pages (a run of write faults, a
- *   read-only region); a read fault on a writable region copies as before.
+ * - A moved-in page carries no uffd-wp bit (moving drops it: a page
+ *   protected in the room arrives unprotected, seen on 6.18), so only
+ *   fills that are installed writable anyway take spare pages (a run of
+ *   write faults); a read fault on a writable region copies as before.
+ *   Nor does a read-only region take them: UFFDIO_MOVE refuses (EINVAL)
+ *   between mappings whose protections differ, and the room is writable.
  * - The kernel moves only pages this process owns alone: after a fork, or
  *   while the app pins a page for its own O_DIRECT, the move stops with
  *   EBUSY; what moved goes back and the run leaves the plain way.

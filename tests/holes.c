@@ -258,6 +258,46 @@ Test(holes, unwritten_dirty_pages_fixed) { unwritten_dirty_pages(TIDE_WRITEBACK_
 Test(holes, unwritten_dirty_pages_direct) { unwritten_dirty_pages(TIDE_WRITEBACK_DIRECT); }
 
 /*
+ * A read-only region takes no spare pages for its holes: the spare room is
+ * writable, and UFFDIO_MOVE refuses (EINVAL) between mappings whose
+ * protections differ, so a hole fill that tried would seed the room with a
+ * huge page and touch it for nothing, then copy zeros anyway. The holes
+ * read as zeros without a read, and the room stays empty.
+ */
+Test(holes, read_only_holes_leave_the_spare_room_alone)
+{
+	size_t ps = 64 * KiB, len = 16 * MiB, words = len / 8, bad = 0;
+	int fd = hole_file(len, false);
+	tide_pool *pool = make_pool(TIDE_WRITEBACK_DIRECT, 64 * MiB, 64, 1);
+	const uint64_t *p;
+	struct tide_stats st;
+	unsigned nfree;
+
+	if (!pool->spare.on || !pool->spare.seed) {
+		tide_pool_destroy(pool);
+		close(fd);
+		cr_skip_test("no spare room to leave alone here (TIDE_RECYCLE off, no UFFDIO_MOVE "
+			     "or no transparent huge pages)");
+	}
+	p = tide_map(pool, fd, 0, len, TIDE_PROT_READ, ps);
+	cr_assert_not_null(p, "%s", tide_last_error());
+	for (size_t i = 0; i < words; i++)
+		bad += p[i] != 0;
+	st = test_stats(pool);
+	tide__state_lock(pool);
+	nfree = pool->spare.nfree;
+	tide__state_unlock(pool, false);
+	cr_expect_eq(bad, 0, "%zu words of holes read as non-zero", bad);
+	cr_expect_eq(st.fills_zero, len / ps, "%llu zero fills of %zu pages",
+		     (unsigned long long)st.fills_zero, len / ps);
+	cr_expect_eq(st.store_reads, 0);
+	cr_expect_eq(nfree, 0, "the spare room holds %u runs of free pages", nfree);
+	cr_assert_eq(tide_unmap((void *)p), 0, "%s", tide_last_error());
+	cr_assert_eq(tide_pool_destroy(pool), 0);
+	close(fd);
+}
+
+/*
  * Data and holes interleaved at the file system's block size (4 KiB here),
  * so a 64 KiB page may hold both, its data first, last or in the middle:
  * it must be read. A page reads its data, a hole reads zeros, and only

@@ -112,7 +112,10 @@ static void wait_change(struct tide_pool *p)
 	pthread_mutex_unlock(&p->state);
 	while (__atomic_load_n(&p->serve_seq, __ATOMIC_ACQUIRE) == seq && tide__now_ns() < until)
 		poll_pause();
-	syscall(SYS_futex, &p->serve_seq, FUTEX_WAIT_PRIVATE, seq, NULL, NULL, 0);
+	/* Only if polling saw nothing: a futex call that returns at once is
+	 * still a system call on every wait polling ended. */
+	if (__atomic_load_n(&p->serve_seq, __ATOMIC_ACQUIRE) == seq)
+		syscall(SYS_futex, &p->serve_seq, FUTEX_WAIT_PRIVATE, seq, NULL, NULL, 0);
 	tide__state_lock(p);
 	p->serve_waiters--;
 }

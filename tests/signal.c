@@ -192,6 +192,8 @@ static void many_writers(unsigned wake_poll_us)
 Test(signal, writes_from_many_threads_survive_eviction) { many_writers(0); }
 Test(signal, writes_from_many_threads_survive_eviction_with_polling) { many_writers(50); }
 
+#define READERS 4
+
 struct reader {
 	const uint64_t *base;
 	const size_t *order;
@@ -222,8 +224,8 @@ static void *read_words(void *arg)
 static void readers_meet(unsigned wake_poll_us)
 {
 	size_t budget = 512 * KiB, len = 8 * budget, npages = len / PAGE;
-	struct reader rd[WRITERS];
-	pthread_t t[WRITERS];
+	struct reader rd[READERS];
+	pthread_t t[READERS];
 	pthread_barrier_t start;
 	struct tide_options o;
 	struct tide_stats st;
@@ -241,14 +243,14 @@ static void readers_meet(unsigned wake_poll_us)
 	cr_assert_not_null(p, "%s", tide_last_error());
 	order = shuffled(npages, 7);
 	cr_assert_not_null(order);
-	pthread_barrier_init(&start, NULL, WRITERS);
-	for (unsigned i = 0; i < WRITERS; i++) {
+	pthread_barrier_init(&start, NULL, READERS);
+	for (unsigned i = 0; i < READERS; i++) {
 		rd[i] = (struct reader){ p, order, npages, &start, 0 };
 		cr_assert_eq(pthread_create(&t[i], NULL, read_words, &rd[i]), 0);
 	}
-	for (unsigned i = 0; i < WRITERS; i++)
+	for (unsigned i = 0; i < READERS; i++)
 		pthread_join(t[i], NULL);
-	for (unsigned i = 0; i < WRITERS; i++)
+	for (unsigned i = 0; i < READERS; i++)
 		cr_assert_eq(rd[i].bad, 0, "reader %u: word %zu is not the file's", i, rd[i].bad - 1);
 	st = test_stats(pool);
 	cr_expect_geq(st.faults_signal, npages, "every page was filled by a fault at least once");

@@ -209,6 +209,7 @@ struct tide_stats {
 	uint64_t fills_recycled;    /* of fills, pages installed by moving such an evicted page into place */
 	int recycle;                /* 1 if eviction moves pages out (TIDE_RECYCLE and UFFDIO_MOVE) */
 	int reserved_pad;
+	uint64_t reserved[8];       /* zero; room to grow without breaking the ABI */
 };
 
 int tide_pool_stats(tide_pool *pool, struct tide_stats *stats);

@@ -57,6 +57,9 @@ static uint64_t percentile(const struct tide__stats *s, unsigned pct)
 	return 0;
 }
 
+/* The ABI: new counters come out of reserved[], the struct keeps its size. */
+_Static_assert(sizeof(struct tide_stats) == 344, "struct tide_stats changed size");
+
 void tide__stats_snapshot(const struct tide__stats *s, struct tide_stats *out)
 {
 	*out = s->c;

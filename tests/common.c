@@ -70,7 +70,13 @@ struct tide_stats test_stats(tide_pool *pool)
 {
 	struct tide_stats st;
 
+	memset(&st, 0xa5, sizeof(st));
 	cr_assert_eq(tide_pool_stats(pool, &st), 0, "%s", tide_last_error());
+	/* Every byte is the library's: the room to grow reads as zero. */
+	cr_assert_eq(st.reserved_pad, 0);
+	for (size_t i = 0; i < sizeof(st.reserved) / sizeof(st.reserved[0]); i++)
+		cr_assert_eq(st.reserved[i], 0, "reserved[%zu] = %#llx", i,
+			     (unsigned long long)st.reserved[i]);
 	return st;
 }
 

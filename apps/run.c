@@ -43,7 +43,8 @@ struct run_totals {
 	uint64_t processes, paged, unavailable, malformed;
 	int unavailable_err;
 	uint64_t taken, passed, fallbacks, refused, flush_errors;
-	uint64_t faults, faults_read, faults_write, faults_wp, faults_signal, fills, fills_zero;
+	uint64_t faults, faults_read, faults_write, faults_wp, faults_signal, signal_waits;
+	uint64_t signal_sleeps, fills, fills_zero;
 	uint64_t prefetched;
 	uint64_t evictions, evictions_dirty, evictions_moved, fills_recycled;
 	uint64_t writebacks, writeback_errors, read_errors, flushes;
@@ -57,8 +58,8 @@ static const struct {
 } summed[] = {
 #define KEY(k) { #k, offsetof(struct run_totals, k) }
 	KEY(taken), KEY(passed), KEY(fallbacks), KEY(refused), KEY(flush_errors),
-	KEY(faults), KEY(faults_read), KEY(faults_write), KEY(faults_wp), KEY(faults_signal), KEY(fills),
-	KEY(fills_zero), KEY(prefetched), KEY(evictions), KEY(evictions_dirty), KEY(evictions_moved),
+	KEY(faults), KEY(faults_read), KEY(faults_write), KEY(faults_wp), KEY(faults_signal),
+	KEY(signal_waits), KEY(signal_sleeps), KEY(fills), KEY(fills_zero), KEY(prefetched), KEY(evictions), KEY(evictions_dirty), KEY(evictions_moved),
 	KEY(fills_recycled), KEY(writebacks),
 	KEY(writeback_errors), KEY(read_errors), KEY(flushes), KEY(bytes_read), KEY(bytes_written),
 #undef KEY
@@ -423,7 +424,7 @@ static int run_program(char **argv, int *exec_err)
 
 static void report_text(const char *prog, int status, uint64_t ns, const struct run_totals *t)
 {
-	char a[32], b[32], c[32];
+	char a[32], b[32], c[32], waits[96] = "";
 
 	cli_format_duration(ns, a, sizeof(a));
 	if (WIFSIGNALED(status))
@@ -450,12 +451,15 @@ static void report_text(const char *prog, int status, uint64_t ns, const struct 
 			t->unavailable == 1 ? "" : "es", strerror(t->unavailable_err));
 	if (!t->paged)
 		return;
+	if (t->faults_signal)
+		snprintf(waits, sizeof(waits), ", which waited %llu times, %llu of them asleep",
+			 (unsigned long long)t->signal_waits, (unsigned long long)t->signal_sleeps);
 	fprintf(stderr, "tide run: faults %llu (read %llu, write %llu, write-protect %llu; "
-		"on the faulting thread %llu); pages filled %llu (read ahead %llu, holes %llu), "
+		"on the faulting thread %llu%s); pages filled %llu (read ahead %llu, holes %llu), "
 		"%s read\n",
 		(unsigned long long)t->faults, (unsigned long long)t->faults_read,
 		(unsigned long long)t->faults_write, (unsigned long long)t->faults_wp,
-		(unsigned long long)t->faults_signal,
+		(unsigned long long)t->faults_signal, waits,
 		(unsigned long long)t->fills, (unsigned long long)t->prefetched,
 		(unsigned long long)t->fills_zero, cli_format_bytes(t->bytes_read, a, sizeof(a)));
 	fprintf(stderr, "tide run: evictions %llu (dirty %llu, of them moved out %llu; their pages "

@@ -209,7 +209,9 @@ struct tide_stats {
 	uint64_t fills_recycled;    /* of fills, pages installed by moving such an evicted page into place */
 	int recycle;                /* 1 if eviction moves pages out (TIDE_RECYCLE and UFFDIO_MOVE) */
 	int reserved_pad;
-	uint64_t reserved[8];       /* zero; room to grow without breaking the ABI */
+	uint64_t signal_waits;      /* times a thread serving its own fault waited: its page on its way, no room */
+	uint64_t signal_sleeps;     /* of those waits, ones polling (TIDE_WAKE_POLL_US) did not end: it slept */
+	uint64_t reserved[6];       /* zero; room to grow without breaking the ABI */
 };
 
 int tide_pool_stats(tide_pool *pool, struct tide_stats *stats);

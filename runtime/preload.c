@@ -913,7 +913,8 @@ static void write_stats(void)
 	n = snprintf(line, sizeof(line),
 		     "tide-preload 1 pid=%d pool=%d taken=%llu passed=%llu fallbacks=%llu "
 		     "refused=%llu flush_errors=%llu faults=%llu faults_read=%llu "
-		     "faults_write=%llu faults_wp=%llu faults_signal=%llu fills=%llu fills_zero=%llu "
+		     "faults_write=%llu faults_wp=%llu faults_signal=%llu signal_waits=%llu "
+		     "signal_sleeps=%llu fills=%llu fills_zero=%llu "
 		     "prefetched=%llu "
 		     "evictions=%llu evictions_dirty=%llu evictions_moved=%llu fills_recycled=%llu "
 		     "writebacks=%llu writeback_errors=%llu "
@@ -925,7 +926,8 @@ static void write_stats(void)
 		     (unsigned long long)n_flush_errors,
 		     (unsigned long long)st.faults, (unsigned long long)st.faults_read,
 		     (unsigned long long)st.faults_write, (unsigned long long)st.faults_wp,
-		     (unsigned long long)st.faults_signal, (unsigned long long)st.fills,
+		     (unsigned long long)st.faults_signal, (unsigned long long)st.signal_waits,
+		     (unsigned long long)st.signal_sleeps, (unsigned long long)st.fills,
 		     (unsigned long long)st.fills_zero,
 		     (unsigned long long)st.prefetched, (unsigned long long)st.evictions,
 		     (unsigned long long)st.evictions_dirty, (unsigned long long)st.evictions_moved,

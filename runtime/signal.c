@@ -107,17 +107,22 @@ static void wait_change(struct tide_pool *p)
 {
 	uint32_t seq = __atomic_load_n(&p->serve_seq, __ATOMIC_ACQUIRE);
 	uint64_t until = poll_end(p);
+	bool slept = false;
 
+	p->st.c.signal_waits++;
 	p->serve_waiters++;
 	pthread_mutex_unlock(&p->state);
 	while (__atomic_load_n(&p->serve_seq, __ATOMIC_ACQUIRE) == seq && tide__now_ns() < until)
 		poll_pause();
 	/* Only if polling saw nothing: a futex call that returns at once is
 	 * still a system call on every wait polling ended. */
-	if (__atomic_load_n(&p->serve_seq, __ATOMIC_ACQUIRE) == seq)
+	if (__atomic_load_n(&p->serve_seq, __ATOMIC_ACQUIRE) == seq) {
 		syscall(SYS_futex, &p->serve_seq, FUTEX_WAIT_PRIVATE, seq, NULL, NULL, 0);
+		slept = true;
+	}
 	tide__state_lock(p);
 	p->serve_waiters--;
+	p->st.c.signal_sleeps += slept;
 }
 
 /*

@@ -103,6 +103,8 @@ void tide__stats_sum(struct tide_stats *sum, struct tide__stats *all,
 	ADD(faults_signal);
 	ADD(evictions_moved);
 	ADD(fills_recycled);
+	ADD(signal_waits);
+	ADD(signal_sleeps);
 #undef ADD
 	sum->writeback = s->writeback;     /* every shard resolves it alike */
 	sum->recycle = s->recycle;

@@ -6,6 +6,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -265,6 +266,73 @@ static void readers_meet(unsigned wake_poll_us)
 
 Test(signal, readers_meeting_on_a_page_all_get_the_file) { readers_meet(0); }
 Test(signal, readers_meeting_on_a_page_all_get_the_file_with_polling) { readers_meet(50); }
+
+/* A store whose one read completes when the test says so. */
+struct gate {
+	sem_t asked;
+	struct tide_io *io;
+	uint64_t *buf;
+	size_t len;
+};
+
+static int gate_read(void *s, struct tide_io *io, void *buf, size_t len, uint64_t off)
+{
+	struct gate *g = s;
+
+	(void)off;
+	g->io = io;
+	g->buf = buf;
+	g->len = len;
+	sem_post(&g->asked);
+	return 0;
+}
+
+static const struct tide_store_ops gate_ops = { .read = gate_read };
+
+static void *read_first_word(void *arg)
+{
+	return (void *)(uintptr_t)*(volatile uint64_t *)arg;
+}
+
+/* A thread whose page is still being read waits for it, asleep once
+ * polling is over, and the pool counts both (signal_waits, _sleeps). */
+Test(signal, a_fault_on_a_page_being_read_waits_and_is_counted, .timeout = 30)
+{
+	struct gate g = { .io = NULL };
+	struct tide_stats st;
+	tide_pool *pool;
+	pthread_t t;
+	void *word;
+	char *p;
+
+	require_sigbus();
+	cr_assert_eq(sem_init(&g.asked, 0, 0), 0);
+	pool = signal_pool(1 * MiB);    /* wake_poll_us 0: each wait sleeps */
+	p = tide_map_store(pool, &gate_ops, &g, 0, 64 * KiB, TIDE_PROT_READ, 0);
+	cr_assert_not_null(p, "%s", tide_last_error());
+	cr_assert_eq(pthread_create(&t, NULL, read_first_word, p), 0);
+	cr_assert_eq(sem_wait(&g.asked), 0);
+	cr_assert_eq(g.len, PAGE);
+	/* The read is held: the reader can only wait. Until it is seen asleep
+	 * (each of these requests changes the pool and wakes it, and it
+	 * counts the sleep on waking), then the data arrives. */
+	do
+		st = test_stats(pool);
+	while (st.signal_sleeps == 0);
+	for (size_t i = 0; i < PAGE / 8; i++)
+		g.buf[i] = test_word(i, 9);
+	tide_io_complete(g.io, PAGE);
+	cr_assert_eq(pthread_join(t, &word), 0);
+	cr_expect_eq((uint64_t)(uintptr_t)word, test_word(0, 9), "the reader got its page");
+	st = test_stats(pool);
+	cr_expect_eq(st.faults_signal, 1);
+	cr_expect_geq(st.signal_waits, st.signal_sleeps);
+	cr_expect_geq(st.signal_sleeps, 1);
+	cr_expect_eq(st.fills, 1);
+	cr_assert_eq(tide_unmap(p), 0, "%s", tide_last_error());
+	cr_assert_eq(tide_pool_destroy(pool), 0, "%s", tide_last_error());
+	sem_destroy(&g.asked);
+}
 
 /* The limit of the mode: the kernel cannot raise the signal inside a
  * system call, so one that touches a missing page fails with EFAULT. Once

@@ -59,9 +59,10 @@ static const struct {
 #define KEY(k) { #k, offsetof(struct run_totals, k) }
 	KEY(taken), KEY(passed), KEY(fallbacks), KEY(refused), KEY(flush_errors),
 	KEY(faults), KEY(faults_read), KEY(faults_write), KEY(faults_wp), KEY(faults_signal),
-	KEY(signal_waits), KEY(signal_sleeps), KEY(fills), KEY(fills_zero), KEY(prefetched), KEY(evictions), KEY(evictions_dirty), KEY(evictions_moved),
-	KEY(fills_recycled), KEY(writebacks),
-	KEY(writeback_errors), KEY(read_errors), KEY(flushes), KEY(bytes_read), KEY(bytes_written),
+	KEY(signal_waits), KEY(signal_sleeps), KEY(fills), KEY(fills_zero), KEY(prefetched),
+	KEY(evictions), KEY(evictions_dirty), KEY(evictions_moved), KEY(fills_recycled),
+	KEY(writebacks), KEY(writeback_errors), KEY(read_errors), KEY(flushes), KEY(bytes_read),
+	KEY(bytes_written),
 #undef KEY
 };
 

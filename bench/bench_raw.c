@@ -16,6 +16,12 @@
  *   pager  a minimal pager at its budget: pread from the page cache of --file,
  *          UFFDIO_COPY, MADV_DONTNEED of the oldest page, per fault; and the
  *          same filling by UFFDIO_MOVE of a staging page (pager.move_same)
+ *   copy   one thread putting pages in place with nothing else to do: 64 KiB
+ *          UFFDIO_COPY calls (and 512 KiB ones, tide's read size) from a
+ *          huge-page buffer into a registered window of --budget bytes, in
+ *          order, dropping (MADV_DONTNEED) 2 MiB half a window behind: no
+ *          fault, no I/O. The most a single service thread can install; the
+ *          sequential fill from disk needs it to keep up with the disk
  *   sigbus the fault served on the faulting thread (UFFD_FEATURE_SIGBUS): its
  *          SIGBUS handler copies a static page (uffd.sigbus) or is the
  *          minimal pager (pager.sigbus), pinned to vCPU 0, no second thread
@@ -368,6 +374,53 @@ static void test_pager(void)
 	pager_move = false;
 }
 
+/* One thread's UFFDIO_COPY + MADV_DONTNEED rate, in order, `run` bytes per
+ * ioctl (see the top of the file). CPU time is the thread's own. */
+static void copy_one(size_t run)
+{
+	size_t win = budget & ~(size_t)(2 * MiB - 1), drop = 2 * MiB, off = 0;
+	uint64_t bytes = 0, t0, t1, c0, c1;
+	char *src = map_anon(2 * MiB, 2 * MiB, true), *reg = map_aligned(win, 2 * MiB);
+	int uffd = tide__uffd_open(0, NULL), ret;
+	char tag[16], name[32];
+	struct out o;
+
+	if (win < 4 * drop)
+		die("copy needs --budget of at least 8M");
+	if (uffd < 0 || tide__uffd_api(uffd, 0, NULL) < 0)
+		die("userfaultfd: %s", strerror(uffd < 0 ? -uffd : errno));
+	if ((ret = tide__uffd_register(uffd, reg, win, UFFDIO_REGISTER_MODE_MISSING, NULL)) < 0)
+		die("UFFDIO_REGISTER: %s", strerror(-ret));
+	memset(src, 0x5a, 2 * MiB);
+	t0 = now_ns();
+	c0 = thread_cpu_ns();
+	while (now_ns() - t0 < (uint64_t)(secs * 1e9)) {
+		for (size_t o2 = 0; o2 < drop; o2 += run)
+			if ((ret = tide__uffd_copy(uffd, reg + off + o2, src + o2, run, 0, NULL)) < 0)
+				die("UFFDIO_COPY: %s", strerror(-ret));
+		bytes += drop;
+		/* Half a window behind: resident stays at about half the window. */
+		madvise(reg + (off + win / 2) % win, drop, MADV_DONTNEED);
+		off = (off + drop) % win;
+	}
+	c1 = thread_cpu_ns();
+	t1 = now_ns();
+	snprintf(name, sizeof(name), "copy.seq.%s", size_tag(run, tag, sizeof(tag)));
+	out_begin(&o, name);
+	out_num(&o, "mbps", (double)bytes / ((double)(t1 - t0) / 1e9) / 1e6);
+	out_num(&o, "cpu_us_per_64k", (double)(c1 - c0) / 1e3 / ((double)bytes / (64 * KiB)));
+	out_end(&o);
+	close(uffd);
+	munmap(reg, win);
+	munmap(src, 2 * MiB);
+}
+
+static void test_copy(void)
+{
+	copy_one(64 * KiB);
+	copy_one(512 * KiB);
+}
+
 /*
  * The fault served on the faulting thread itself: with UFFD_FEATURE_SIGBUS a
  * missing page raises SIGBUS in the thread that touched it, whose handler
@@ -549,7 +602,7 @@ int main(int argc, char **argv)
 	static const struct { const char *name; void (*fn)(void); } tests[] = {
 		{ "mkfile", test_mkfile }, { "uffd", test_uffd }, { "uffd2", test_uffd2 },
 		{ "wp", test_wp }, { "wpasync", test_wpasync }, { "pager", test_pager },
-		{ "uffdb", test_uffdb }, { "sigbus", test_sigbus },
+		{ "uffdb", test_uffdb }, { "sigbus", test_sigbus }, { "copy", test_copy },
 		{ "uring", test_uring }, { "uringw", test_uringw }, { "uringwf", test_uringwf },
 		{ "mmap", test_mmap },
 	};
@@ -558,7 +611,7 @@ int main(int argc, char **argv)
 	ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
 	if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
 		printf("usage: bench_raw [--secs S] [--file F] [--size N] [--budget N] TEST...\n"
-		       "  TEST = mkfile|uffd|uffdb|uffd2|wp|wpasync|pager|sigbus|uring|uringw|uringwf|mmap (see the top of bench_raw.c)\n");
+		       "  TEST = mkfile|uffd|uffdb|uffd2|wp|wpasync|pager|copy|sigbus|uring|uringw|uringwf|mmap (see the top of bench_raw.c)\n");
 		return 0;
 	}
 	for (i = 1; i < argc && argv[i][0] == '-'; i += 2) {
@@ -577,7 +630,7 @@ int main(int argc, char **argv)
 	}
 	if (secs <= 0 || i >= argc)
 		die("usage: bench_raw [--secs S] [--file F] [--size N] [--budget N] "
-		    "mkfile|uffd|uffdb|uffd2|wp|wpasync|pager|sigbus|uring|uringw|uringwf|mmap...");
+		    "mkfile|uffd|uffdb|uffd2|wp|wpasync|pager|copy|sigbus|uring|uringw|uringwf|mmap...");
 	for (; i < argc; i++) {
 		size_t t;
 		for (t = 0; t < sizeof(tests) / sizeof(tests[0]); t++)

@@ -31,6 +31,15 @@ static inline uint64_t now_ns(void)
 }
 
 /* Benchmarks may exit: they are programs, not the library. */
+/* CPU time of the calling thread. */
+static inline uint64_t thread_cpu_ns(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
 static inline void die(const char *fmt, ...)
 {
 	va_list ap;

@@ -61,7 +61,7 @@ bytes=$(echo "$budget" | awk '{ n = $0 + 0; u = substr($0, length($0));
 "$raw" --file "$data" --size $((bytes * 4)) mkfile
 
 tag() { awk -v r="$1" '{ sub(/^\{/, "{\"rep\":" r ","); print }'; }
-part_raw() { "$raw" --secs "$secs" --file "$data" uffd uffd2 wp wpasync pager sigbus uring | tag "$1" >>"$jsonl"; }
+part_raw() { "$raw" --secs "$secs" --file "$data" --budget "$budget" uffd uffd2 wp wpasync pager copy sigbus uring | tag "$1" >>"$jsonl"; }
 beside() { "$raw" --secs "$secs" --file "$data" --budget "$budget" "$1" | tag "$2" >>"$jsonl"; }
 part_mmap() { "$raw" --secs "$secs" --file "$data" --budget "$budget" mmap | tag "$1" >>"$jsonl"; }
 # One process per tide figure: a hang or crash costs that figure only.
@@ -290,6 +290,9 @@ END {
 	row("raw dirty tracking by WP_ASYNC + PAGEMAP_SCAN (vs sync WP fault + UFFDIO_WRITEPROTECT), written pages/s, 4 KiB", "wpasync.async.4k", "pages_per_s", "wpasync.sync.4k", "pages_per_s", "")
 	row("same, one page in 16 written", "wpasync.async.sparse16.4k", "pages_per_s", "wpasync.sync.sparse16.4k", "pages_per_s", "")
 	row("sequential fill from disk, 64 KiB pages (vs io_uring seq read QD32)", "tide.seqread.disk.64k", "fill_mbps", "uring.seqread.64k.qd32", "mbps", 0.9, "MB/s")
+	row("same, vs what one thread can put in place: UFFDIO_COPY of 64 KiB and MADV_DONTNEED, in order, no fault, no I/O", "tide.seqread.disk.64k", "fill_mbps", "copy.seq.64k", "mbps", "", "MB/s")
+	row("raw: UFFDIO_COPY + MADV_DONTNEED of 64 KiB pages by one thread, in order, no fault, no I/O (vs io_uring seq read QD32)", "copy.seq.64k", "mbps", "uring.seqread.64k.qd32", "mbps", "", "MB/s")
+	row("same, 512 KiB per UFFDIO_COPY (the size of one tide read)", "copy.seq.512k", "mbps", "uring.seqread.64k.qd32", "mbps", "", "MB/s")
 	row("random 4 KiB fill, 8 app threads (vs io_uring rand read QD8)", "tide.randread.disk.4k.t8", "fills_per_s", "uring.randread.4k.qd8", "per_s", 0.7)
 	row("eviction of contiguous dirty pages into a new file, fixed, 64 KiB, fills free (vs io_uring seq write QD32 into a new file, just before and after)", "tide.seqwrite.fresh.64k.fixed", "wb_mbps", "uring.seqwrite.64k.qd32.fresh.beside", "mbps", 0.8, "MB/s")
 	row("same, direct", "tide.seqwrite.fresh.64k.direct", "wb_mbps", "uring.seqwrite.64k.qd32.fresh.beside", "mbps", 0.8, "MB/s")

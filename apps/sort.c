@@ -59,6 +59,10 @@ static void usage(FILE *f)
 		"  --page-size BYTES   tide page size, 4K..2M (default TIDE_PAGE_SIZE or 64K)\n"
 		"  --threads N         sorting threads (default: all online CPUs)\n"
 		"  --writeback PATH    fixed, direct or auto (default TIDE_WRITEBACK or auto)\n"
+		"  --signal-faults on|off\n"
+		"                      the sorting threads serve their own faults in tide's SIGBUS\n"
+		"                      handler, or the pool's service thread does (default\n"
+		"                      TIDE_SIGNAL_FAULTS or on)\n"
 		"  --file PATH         data file (default ./tide-sort-PID.dat)\n"
 		"  --keep              keep the data file afterwards (default: remove it)\n"
 		"  --seed N            seed of the key generator (default 1)\n"
@@ -77,6 +81,7 @@ static int parse_args(int argc, char **argv, struct sort_args *a)
 		{ "page-size", required_argument, NULL, 'P' },
 		{ "threads", required_argument, NULL, 't' },
 		{ "writeback", required_argument, NULL, 'w' },
+		{ "signal-faults", required_argument, NULL, 'F' },
 		{ "file", required_argument, NULL, 'f' },
 		{ "keep", no_argument, NULL, 'k' },
 		{ "seed", required_argument, NULL, 'S' },
@@ -126,6 +131,15 @@ static int parse_args(int argc, char **argv, struct sort_args *a)
 					"or auto\n", optarg);
 				return -EINVAL;
 			}
+			break;
+		case 'F':
+			if (strcmp(optarg, "on") && strcmp(optarg, "off")) {
+				fprintf(stderr, "tide sort: --signal-faults \"%s\" is not on or off\n",
+					optarg);
+				return -EINVAL;
+			}
+			a->signal_faults = !strcmp(optarg, "on");
+			a->signal_faults_set = true;
 			break;
 		case 'f':
 			a->file = optarg;
@@ -203,6 +217,12 @@ static int check_args(struct sort_args *a)
 			a->page_size = o.page_size;
 		if (!a->writeback_set)
 			a->writeback = o.writeback;
+		/* The sort makes no system call on its mappings, so a fault can
+		 * always be served on the thread that took it: no wake-up of the
+		 * service thread and back, and the copies spread over the sorting
+		 * threads (docs/sort.md has the figures). */
+		if (!a->signal_faults_set)
+			a->signal_faults = getenv("TIDE_SIGNAL_FAULTS") ? o.signal_faults : true;
 		if (a->pool / a->page_size < TIDE_MIN_PAGES) {
 			fprintf(stderr, "tide sort: --pool %s holds fewer than %u pages of %s; "
 				"give a bigger pool or a smaller --page-size\n",
@@ -352,7 +372,17 @@ static int map_tide(struct sort_run *r)
 	o.budget = r->a.pool;
 	o.page_size = r->a.page_size;
 	o.writeback = r->a.writeback;
+	o.signal_faults = r->a.signal_faults;
 	ret = tide_pool_create(&r->pool, &o);
+	if (ret == -ENOSYS && o.signal_faults && !r->a.signal_faults_set &&
+	    !getenv("TIDE_SIGNAL_FAULTS")) {
+		/* Only our default asked for it: the service thread will do. */
+		fprintf(stderr, "tide sort: note: %s; the service thread serves the faults\n",
+			tide_last_error());
+		r->a.signal_faults = false;
+		o.signal_faults = 0;
+		ret = tide_pool_create(&r->pool, &o);
+	}
 	if (ret < 0) {
 		fprintf(stderr, "tide sort: cannot create a pool: %s\n", tide_last_error());
 		return ret;

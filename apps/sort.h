@@ -21,7 +21,8 @@ struct sort_args {
 	enum tide_writeback writeback;
 	enum backend backend;
 	const char *file;
-	bool keep, json, pool_set, page_size_set, writeback_set;
+	bool signal_faults;      /* the sorting threads serve their own faults */
+	bool keep, json, pool_set, page_size_set, writeback_set, signal_faults_set;
 };
 
 /* What the run used and measured. */

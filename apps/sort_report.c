@@ -61,10 +61,13 @@ static void report_json(const struct sort_run *r, const struct summary *s)
 	cli_json_double(&j, "ratio", (double)r->a.size / (double)r->a.pool);
 	cli_json_u64(&j, "page_size", r->a.page_size);
 	cli_json_u64(&j, "threads", r->a.threads);
-	if (tide)
+	if (tide) {
 		cli_json_str(&j, "writeback", tide_writeback_name(t->writeback));
-	else
+		cli_json_bool(&j, "signal_faults", r->a.signal_faults);
+	} else {
 		cli_json_null(&j, "writeback");
+		cli_json_null(&j, "signal_faults");
+	}
 	cli_json_u64(&j, "seed", r->a.seed);
 	cli_json_str(&j, "file", r->path);
 	cli_json_bool(&j, "kept", r->a.keep);
@@ -111,6 +114,7 @@ static void report_json(const struct sort_run *r, const struct summary *s)
 		cli_json_u64(&j, "faults_write", t->faults_write);
 		cli_json_u64(&j, "faults_wp", t->faults_wp);
 		cli_json_u64(&j, "faults_coalesced", t->faults_coalesced);
+		cli_json_u64(&j, "faults_signal", t->faults_signal);
 		cli_json_u64(&j, "prefetched", t->prefetched);
 		cli_json_u64(&j, "fills_zero", t->fills_zero);
 		cli_json_u64(&j, "evictions_dirty", t->evictions_dirty);
@@ -141,9 +145,10 @@ static void report_text(const struct sort_run *r, const struct summary *s)
 	fprintf(f, "tide sort: %s of 64-bit keys on %s", cli_format_bytes(r->a.size, b1, 32),
 		sort_backend_names[r->a.backend]);
 	if (r->a.backend == BACKEND_TIDE)
-		fprintf(f, " (pool %s, page %s, write-back %s)", cli_format_bytes(r->a.pool, b2, 32),
-			cli_format_bytes(r->a.page_size, b3, 32),
-			tide ? tide_writeback_name(t->writeback) : "?");
+		fprintf(f, " (pool %s, page %s, write-back %s, faults served by %s)",
+			cli_format_bytes(r->a.pool, b2, 32), cli_format_bytes(r->a.page_size, b3, 32),
+			tide ? tide_writeback_name(t->writeback) : "?",
+			r->a.signal_faults ? "the sorting threads" : "the service thread");
 	else if (r->a.backend == BACKEND_MMAP)
 		fprintf(f, " (kernel MAP_SHARED; the budget is whatever limits this process)");
 	fprintf(f, ", %u threads\n", r->a.threads);
@@ -157,8 +162,11 @@ static void report_text(const struct sort_run *r, const struct summary *s)
 	fprintf(f, "  sorted: %s (%llu adjacent keys out of order); checksum %s %s\n",
 		s->sorted ? "yes" : "NO", (unsigned long long)r->inversions, fp,
 		s->same_keys ? "unchanged" : "CHANGED: keys were lost or altered");
-	fprintf(f, "  faults %llu (major %llu)", (unsigned long long)s->faults,
+	fprintf(f, "  faults %llu (major %llu", (unsigned long long)s->faults,
 		(unsigned long long)s->major_faults);
+	if (tide && r->a.signal_faults)
+		fprintf(f, ", %llu served on the sorting threads", (unsigned long long)t->faults_signal);
+	fprintf(f, ")");
 	if (tide)
 		fprintf(f, ", fills %llu, evictions %llu (%llu dirty)",
 			(unsigned long long)t->fills, (unsigned long long)t->evictions,

@@ -188,9 +188,11 @@ static void expect_writeback_line(const struct outcome *o, const char *backend)
 		cr_expect(!rate, "msync's bytes are unknown, yet a rate:\n%s", o->err);
 }
 
-/* One run of the matrix: sort, check the JSON, check the kept file on disk. */
-static void sort_case_sized(const char *backend, const char *writeback, const char *page,
-			    uint64_t data, uint64_t budget)
+/* One run of the matrix: sort, check the JSON, check the kept file on disk.
+ * `signal`: the --signal-faults value, or NULL for the default (on, unless
+ * TIDE_SIGNAL_FAULTS says otherwise). */
+static void sort_case_full(const char *backend, const char *writeback, const char *page,
+			   uint64_t data, uint64_t budget, const char *signal)
 {
 	char path[512], size[32], pool[32];
 	const char *args[20];
@@ -215,6 +217,10 @@ static void sort_case_sized(const char *backend, const char *writeback, const ch
 		args[n++] = "--page-size";
 		args[n++] = page;
 	}
+	if (signal) {
+		args[n++] = "--signal-faults";
+		args[n++] = signal;
+	}
 	args[n] = NULL;
 	run_sort(o, args);
 	cr_assert_eq(o->status, 0, "tide sort --backend %s exited %d; stderr:\n%s", backend,
@@ -233,12 +239,31 @@ static void sort_case_sized(const char *backend, const char *writeback, const ch
 			      "resident pages went over the budget: %s", o->out);
 		if (writeback && strcmp(writeback, "auto"))
 			expect_json(o, "writeback", writeback);
+		/* Off: the service thread served every fault; on: the sorting
+		 * threads served theirs (counted by the runtime). */
+		if (!signal) {
+			const char *env = getenv("TIDE_SIGNAL_FAULTS");
+
+			signal = env && !strcmp(env, "0") ? "off" : "on";
+		}
+		expect_json(o, "signal_faults", strcmp(signal, "on") ? "false" : "true");
+		if (strcmp(signal, "on"))
+			cr_expect_eq(json_u64(o, "faults_signal"), 0, "%s", o->out);
+		else
+			cr_expect_gt(json_u64(o, "faults_signal"), 0, "%s", o->out);
 	} else {
 		expect_json(o, "fills", "null");
+		expect_json(o, "signal_faults", "null");
 	}
 	expect_writeback_line(o, backend);
 	expect_sorted_file(path, data);
 	free(o);
+}
+
+static void sort_case_sized(const char *backend, const char *writeback, const char *page,
+			    uint64_t data, uint64_t budget)
+{
+	sort_case_full(backend, writeback, page, data, budget, NULL);
 }
 
 static void sort_case(const char *backend, const char *writeback, const char *page)
@@ -257,6 +282,30 @@ Test(sort, tide_small_pages, .init = test_require_uffd) { sort_case("tide", "fix
 Test(sort, tide_huge_pages, .init = test_require_uffd)
 {
 	sort_case_sized("tide", "fixed", "2M", 64 * MiB, 32 * MiB);
+}
+
+/* The service thread serves the faults when asked, by flag or environment. */
+Test(sort, tide_service_thread, .init = test_require_uffd)
+{
+	sort_case_full("tide", "fixed", NULL, DATA, POOL, "off");
+}
+
+Test(sort, tide_signal_faults_on, .init = test_require_uffd)
+{
+	sort_case_full("tide", "direct", NULL, DATA, POOL, "on");
+}
+
+Test(sort, tide_environment_turns_signal_faults_off, .init = test_require_uffd)
+{
+	cr_assert_eq(setenv("TIDE_SIGNAL_FAULTS", "0", 1), 0);
+	sort_case("tide", "fixed", NULL);
+	unsetenv("TIDE_SIGNAL_FAULTS");
+}
+
+Test(sort, bad_signal_faults)
+{
+	expect_refused((const char *const[]){ "--signal-faults", "maybe", "--backend", "tide", NULL },
+		       "not on or off");
 }
 
 Test(sort, pool_below_four_pages)

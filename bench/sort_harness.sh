@@ -98,11 +98,12 @@ trap 'exit 130' INT TERM
 	echo "disk: $(df -h --output=source,fstype "$dir" | tail -1) $(lsblk -dno NAME,SIZE,ROTA,MODEL 2>/dev/null | grep -v '^zram' | head -1)"
 	echo "data: $size, threads $threads, rounds $rounds, ratios $ratios, tide pages $pages"
 	echo "mmap budget: cgroup $cg_state (memory.limit_in_bytes = pool)"
+	env | grep '^TIDE_' | sed 's/^/env: /' || true
 } > "$out/sort_machine.txt"
 cat "$out/sort_machine.txt" >&2
 
 csv=$out/sort.csv
-echo "round,backend,ratio,size,pool,page_size,threads,writeback,status,total_s,generate_s,sort_s,verify_s,writeback_s,cleanup_s,faults,major_faults,fills,evictions,bytes_read,bytes_written,peak_rss,peak_resident,cgroup,cgroup_max_usage,oom_kills" > "$csv"
+echo "round,backend,ratio,size,pool,page_size,threads,writeback,status,total_s,generate_s,sort_s,verify_s,writeback_s,cleanup_s,faults,major_faults,fills,evictions,bytes_read,bytes_written,peak_rss,peak_resident,cgroup,cgroup_max_usage,oom_kills,signal_faults" > "$csv"
 
 json=$(mktemp) || die "mktemp"
 trap 'rm -f "$json"; cleanup' EXIT
@@ -143,10 +144,11 @@ run() {
 		     (.writeback // "-"), $st, .seconds.total, .seconds.generate, .seconds.sort,
 		     .seconds.verify, .seconds.writeback, .seconds.cleanup, .faults,
 		     .major_faults, (.fills // ""), (.evictions // ""), .bytes_read,
-		     .bytes_written, .peak_rss_bytes, (.peak_resident_bytes // ""), $cg, $cgm, $oom]
+		     .bytes_written, .peak_rss_bytes, (.peak_resident_bytes // ""), $cg, $cgm, $oom,
+		     (if .signal_faults == null then "-" else .signal_faults end)]
 		    | map(tostring) | join(",")' "$json" >> "$csv"
 	else
-		echo "$round,$backend,$ratio,$bytes,$pool,$page,$threads,-,$status,,,,,,,,,,,,,,,$cgcol,$cgmax,$ooms" >> "$csv"
+		echo "$round,$backend,$ratio,$bytes,$pool,$page,$threads,-,$status,,,,,,,,,,,,,,,$cgcol,$cgmax,$ooms,-" >> "$csv"
 	fi
 	printf 'sort_harness: round %s %-6s ratio %s page %-4s -> status %s, %s s\n' \
 		"$round" "$backend" "$ratio" "$page" "$status" \

@@ -31,19 +31,25 @@ static void wait_for_room(struct tide_pool *p, struct region *r, uint64_t page, 
 	p->waiting_bytes += r->page_size;
 }
 
-/* The read-ahead window: TIDE_READ_AHEAD pages, at most RA_MAX_BYTES (so a
- * 2 MiB-page region reads two pages ahead) and at most an eighth of the
- * budget, so that making room for it never evicts what the app is about to
- * use. Adjacent pages go in one read, so the window is a few large I/Os,
- * not one per page. */
+/* The read-ahead window of one stream: TIDE_READ_AHEAD pages, at most
+ * RA_MAX_BYTES (so a 2 MiB-page region reads two pages ahead), and at most
+ * an eighth of the budget shared by the region's established streams, so
+ * that making room for them never evicts what the app is about to use.
+ * Adjacent pages go in one read, so the window is a few large I/Os, not one
+ * per page. */
 #define RA_MAX_BYTES (4u << 20)
 
 static uint64_t ra_window(const struct tide_pool *p, const struct region *r)
 {
-	uint64_t n = p->opt.read_ahead, max = RA_MAX_BYTES, eighth = tide__pool_budget(p) / 8;
+	uint64_t n = p->opt.read_ahead, max = RA_MAX_BYTES, share = tide__pool_budget(p) / 8;
+	unsigned live = 0;
 
-	if (max > eighth)
-		max = eighth;
+	for (unsigned i = 0; i < TIDE_RA_STREAMS; i++)
+		live += r->streams[i].run >= 2;
+	if (live > 1)
+		share /= live;
+	if (max > share)
+		max = share;
 	if (n > max / r->page_size)
 		n = max / r->page_size;
 	return n;
@@ -52,8 +58,8 @@ static uint64_t ra_window(const struct tide_pool *p, const struct region *r)
 /* Read missing pages from *q on, up to `to`, adjacent ones in one read,
  * while there is room below the high watermark. *last gets the first page
  * of the last read started. */
-static void ra_issue(struct tide_pool *p, struct region *r, uint64_t *q, uint64_t to,
-		     uint64_t *last)
+static void ra_issue(struct tide_pool *p, struct region *r, struct ra_stream *s, uint64_t *q,
+		     uint64_t to, uint64_t *last)
 {
 	while (*q <= to) {
 		uint64_t room = tide__pool_ahead_room(p) / r->page_size;
@@ -69,7 +75,7 @@ static void ra_issue(struct tide_pool *p, struct region *r, uint64_t *q, uint64_
 			n++;
 		if (!n)
 			return;
-		ret = tide__fill_run(p, r, *q, n, r->seq_write, FILL_READAHEAD, 0);
+		ret = tide__fill_run(p, r, *q, n, s->write, FILL_READAHEAD, 0);
 		if (ret <= 0)
 			return;
 		*last = *q;
@@ -77,13 +83,14 @@ static void ra_issue(struct tide_pool *p, struct region *r, uint64_t *q, uint64_
 	}
 }
 
-/* Fill the missing pages of [from, to] ahead of a run, within the room
+/* Fill the missing pages of [from, to] ahead of stream s, within the room
  * below the high watermark. Reads of pages filled ahead do not fault, so
  * the run's next demand fault is the first page past what was filled: it
  * continues the run. The first page still being read from half a window
  * before the new end on is the run's trigger (fill.c): its fault tops the
  * window up early. */
-static void ra_fill(struct tide_pool *p, struct region *r, uint64_t from, uint64_t to)
+static void ra_fill(struct tide_pool *p, struct region *r, struct ra_stream *s, uint64_t from,
+		    uint64_t to)
 {
 	uint64_t q = from, half = ra_window(p, r) / 2, last = UINT64_MAX;
 
@@ -94,28 +101,80 @@ static void ra_fill(struct tide_pool *p, struct region *r, uint64_t from, uint64
 	/* What fits goes to the disk first. Then a full pool evicts for the
 	 * rest: waiting for the next demand fault to reclaim would let the
 	 * queue drain, once per reclaim cycle. */
-	ra_issue(p, r, &q, to, &last);
+	ra_issue(p, r, s, &q, to, &last);
 	if (q <= to) {
 		tide__ring_push(p);
 		tide__pool_reclaim_for(p, (to - q + 1) << r->page_shift);
-		ra_issue(p, r, &q, to, &last);
+		ra_issue(p, r, s, &q, to, &last);
 	}
 	if (last != UINT64_MAX) {
 		uint64_t t = q > half ? q - half : 0;
 
-		if (t <= r->seq_at)
-			t = r->seq_at + 1;
+		if (t <= s->at)
+			t = s->at + 1;
 		for (; t < q; t++) {
 			uint32_t f = tide__slot(r, t);
 
 			if (f != TIDE_NO_FRAME && tide__frame(p, f)->state == FRAME_FILLING) {
-				tide__frame(p, f)->trigger = 1;
+				tide__frame(p, f)->trigger = (uint8_t)(1 + (s - r->streams));
 				break;
 			}
 		}
 	}
-	if (q > r->next_seq_page)
-		r->next_seq_page = q;
+	if (q > s->next)
+		s->next = q;
+}
+
+/* How willingly a stream's slot goes to a new run: unused slots first,
+ * then runs that are not sequential yet, then established ones. */
+static int ra_class(const struct ra_stream *s)
+{
+	return s->next == UINT64_MAX ? 0 : s->run < 2 ? 1 : 2;
+}
+
+/* The stream a fault on `page` continues: the one that faults there next
+ * (*cont); else the slot for a new one, the least recently used of the
+ * lowest class. */
+static struct ra_stream *ra_stream_for(struct tide_pool *p, struct region *r, uint64_t page,
+				       bool *cont)
+{
+	struct ra_stream *s, *pick = NULL;
+
+	for (s = r->streams; s < r->streams + TIDE_RA_STREAMS; s++) {
+		if (s->next == page) {
+			*cont = true;
+			return s;
+		}
+		if (!pick || ra_class(s) < ra_class(pick) ||
+		    (ra_class(s) == ra_class(pick) && s->used < pick->used))
+			pick = s;
+	}
+	*cont = false;
+	/* Its run is over: its trigger is just a page read ahead. */
+	tide__fill_unstage(p, r, pick);
+	return pick;
+}
+
+/* An established stream whose window holds `page`: the app caught up with
+ * pages it is reading, or reached what they read. */
+static struct ra_stream *ra_stream_near(const struct tide_pool *p, struct region *r, uint64_t page)
+{
+	uint64_t n = ra_window(p, r);
+
+	for (struct ra_stream *s = r->streams; s < r->streams + TIDE_RA_STREAMS; s++)
+		if (s->run >= 2 && page < s->next && page + 2 * n >= s->next)
+			return s;
+	return NULL;
+}
+
+/* The stream whose trigger page `page` is: a FRAME_STAGED page is always
+ * one stream's (fill.c). */
+static struct ra_stream *ra_stream_staging(struct region *r, uint64_t page)
+{
+	for (struct ra_stream *s = r->streams; s < r->streams + TIDE_RA_STREAMS; s++)
+		if (s->staged_buf && s->staged_page == page)
+			return s;
+	return NULL;
 }
 
 /* Sequential runs of demand faults get the next pages filled ahead; a
@@ -125,41 +184,42 @@ static void ra_fill(struct tide_pool *p, struct region *r, uint64_t from, uint64
  * a guess that is wrong is one write-back of unchanged data. */
 static void read_ahead(struct tide_pool *p, struct region *r, uint64_t page, bool write)
 {
-	uint64_t n = ra_window(p, r);
+	bool cont;
+	struct ra_stream *s = ra_stream_for(p, r, page, &cont);
+	uint64_t n;
 
-	if (page == r->next_seq_page) {
-		r->seq_run++;
-		r->seq_write &= write && (r->prot & TIDE_PROT_WRITE);
+	if (cont) {
+		s->run++;
+		s->write &= write && (r->prot & TIDE_PROT_WRITE);
 	} else {
-		r->seq_run = 0;
-		r->seq_write = write && (r->prot & TIDE_PROT_WRITE);
-		/* The run is over: its trigger is just a page read ahead. */
-		tide__fill_unstage(p, r);
+		s->run = 0;
+		s->write = write && (r->prot & TIDE_PROT_WRITE);
 	}
-	r->next_seq_page = page + 1;
-	r->seq_at = page;
-	if (n && r->seq_run >= 2)
-		ra_fill(p, r, page + 1, page + n);
+	s->next = page + 1;
+	s->at = page;
+	s->used = ++r->ra_tick;
+	n = ra_window(p, r);
+	if (n && s->run >= 2)
+		ra_fill(p, r, s, page + 1, page + n);
 }
 
 /* The app caught up with a page still arriving inside the run's window, or
  * reached its trigger, or waits for a read that just completed: top the
  * window up from where it ends, so the queue stays full instead of draining
  * until the run faults past its end. */
-static void read_ahead_more(struct tide_pool *p, struct region *r, uint64_t page)
+static void read_ahead_more(struct tide_pool *p, struct region *r, struct ra_stream *s, uint64_t page)
 {
 	uint64_t n = ra_window(p, r);
 
 	/* In steps of a whole read, so the window moves in large I/Os. */
 	uint64_t step = n / 2 < tide__fill_read_max(r) ? n / 2 : tide__fill_read_max(r);
 
-	if (n && r->seq_run >= 2 && page < r->next_seq_page &&
-	    page + n >= r->next_seq_page + (step ? step - 1 : 0))
-		ra_fill(p, r, r->next_seq_page, page + n);
+	if (n && s->run >= 2 && page < s->next && page + n >= s->next + (step ? step - 1 : 0))
+		ra_fill(p, r, s, s->next, page + n);
 }
 
 /*
- * Read-ahead pages [first, first + n) of r are read, about to go in. When the
+ * Read-ahead pages [first, first + n) of r are read, about to go in. When a
  * run's latest fault is at or before them within the window, the app runs
  * through them at memory speed as soon as they are in (it outruns the disk
  * here: 2.6 GB/s of reads, 3.6 GB/s of UFFDIO_COPY, the app faster still),
@@ -169,10 +229,13 @@ static void read_ahead_more(struct tide_pool *p, struct region *r, uint64_t page
  */
 void tide__read_ahead_done(struct tide_pool *p, struct region *r, uint64_t first, uint32_t n)
 {
-	uint64_t last = first + n - 1;
+	uint64_t last = first + n - 1, w = ra_window(p, r);
 
-	if (last >= r->seq_at && last <= r->seq_at + 2 * ra_window(p, r))
-		read_ahead_more(p, r, last);
+	for (struct ra_stream *s = r->streams; s < r->streams + TIDE_RA_STREAMS; s++)
+		if (s->run >= 2 && last >= s->at && last <= s->at + 2 * w) {
+			read_ahead_more(p, r, s, last);
+			return;
+		}
 }
 
 static void fault_wp(struct tide_pool *p, struct region *r, uint64_t page, uint64_t now)
@@ -245,18 +308,28 @@ void tide__fault(struct tide_pool *p, const struct uffd_msg *m, uint64_t now)
 		p->st.c.faults_coalesced++;
 		if (fr->state == FRAME_STAGED) {
 			/* The run's trigger: more ahead first, then the page. */
-			r->seq_at = page;
+			struct ra_stream *s = ra_stream_staging(r, page);
+
 			fr->want_write |= write;
 			fr->t_fault = now;
-			read_ahead_more(p, r, page);
-			tide__fill_unstage(p, r);
+			if (s) {
+				s->at = page;
+				s->used = ++r->ra_tick;
+				read_ahead_more(p, r, s, page);
+				tide__fill_unstage(p, r, s);
+			}
 		} else if (fr->state == FRAME_FILLING) {
-			if (r->seq_run >= 2 && page < r->next_seq_page && page > r->seq_at)
-				r->seq_at = page;
+			struct ra_stream *s = ra_stream_near(p, r, page);
+
 			fr->want_write |= write;
 			if (!fr->t_fault)
 				fr->t_fault = now;
-			read_ahead_more(p, r, page);
+			if (s) {
+				if (page > s->at)
+					s->at = page;
+				s->used = ++r->ra_tick;
+				read_ahead_more(p, r, s, page);
+			}
 		} else if (fr->state == FRAME_WRITEBACK && fr->moved) {
 			/* Its write-back moved it out: it comes back when the write
 			 * is done, and the fault waits till then. */
@@ -293,7 +366,7 @@ int tide__waiters_run(struct tide_pool *p)
 			if (fr->state == FRAME_FILLING || fr->state == FRAME_STAGED) {
 				fr->want_write |= pf->write;
 				if (fr->state == FRAME_STAGED)
-					tide__fill_unstage(p, r);
+					tide__fill_unstage_range(p, r, pf->page, pf->page + 1);
 			} else {
 				tide__uffd_wake(p->uffd, tide__page_addr(r, pf->page), r->page_size);
 			}
@@ -316,9 +389,12 @@ int tide__waiters_run(struct tide_pool *p)
 		 * found no room then: resume it now, or every later page of
 		 * the run is a demand fault that waits alone. Only when no
 		 * other fault waits, so read-ahead never takes their room. */
-		if (!p->waiting && r->seq_run >= 2 && r->next_seq_page == pf->page + 1 &&
-		    (n = ra_window(p, r)))
-			ra_fill(p, r, pf->page + 1, pf->page + n);
+		if (!p->waiting && (n = ra_window(p, r)))
+			for (struct ra_stream *s = r->streams; s < r->streams + TIDE_RA_STREAMS; s++)
+				if (s->run >= 2 && s->next == pf->page + 1) {
+					ra_fill(p, r, s, pf->page + 1, pf->page + n);
+					break;
+				}
 		free(pf);
 		served++;
 	}

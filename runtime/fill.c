@@ -200,12 +200,13 @@ static void install_all(struct tide_pool *p, struct fill *fl)
  * page table when its read completes, its data held in bounce memory: the
  * app's fault on it is served at once, from there, and tops the window up
  * while the rest of it is still ahead (the kernel's PG_readahead, by other
- * means). One staged page per region (a newer one installs the older), at
- * most an eighth of the bounce arena in all; past that the page is just
- * installed, and so it is when a fault waits on this read (the app is here
- * and would fault on the staged page at once).
+ * means). One staged page per stream of the region (a newer one installs
+ * the older), at most an eighth of the bounce arena in all; past that the
+ * page is just installed, and so it is when a fault waits on this read (the
+ * app is here and would fault on the staged page at once). *stream gets the
+ * trigger's stream.
  */
-static uint32_t fill_trigger(struct tide_pool *p, const struct fill *fl)
+static uint32_t fill_trigger(struct tide_pool *p, const struct fill *fl, unsigned *stream)
 {
 	uint32_t k, at = fl->n;
 	bool waited = false;
@@ -213,8 +214,10 @@ static uint32_t fill_trigger(struct tide_pool *p, const struct fill *fl)
 	for (k = 0; k < fl->n; k++) {
 		struct frame *fr = tide__frame(p, fl->frames[k]);
 
-		if (fr->trigger)
+		if (fr->trigger) {
 			at = k;
+			*stream = fr->trigger - 1u;
+		}
 		fr->trigger = 0;
 		waited |= fr->t_fault != 0;
 	}
@@ -223,18 +226,18 @@ static uint32_t fill_trigger(struct tide_pool *p, const struct fill *fl)
 	return at;
 }
 
-/* Page k of fill fl, the others installed, becomes r's staged page: it
- * keeps its bounce memory, the rest of the fill's goes back. */
-static void fill_stage(struct tide_pool *p, struct fill *fl, uint32_t k)
+/* Page k of fill fl, the others installed, becomes stream s's staged page:
+ * it keeps its bounce memory, the rest of the fill's goes back. */
+static void fill_stage(struct tide_pool *p, struct fill *fl, uint32_t k, struct ra_stream *s)
 {
 	struct region *r = fl->region;
 	size_t ps = r->page_size;
 	char *buf = fl->buf;
 
-	tide__fill_unstage(p, r);
+	tide__fill_unstage(p, r, s);
 	tide__frame(p, fl->frames[k])->state = FRAME_STAGED;
-	r->staged_page = fl->page + k;
-	r->staged_buf = buf + (size_t)k * ps;
+	s->staged_page = fl->page + k;
+	s->staged_buf = buf + (size_t)k * ps;
 	p->staged += ps;
 	if (k)
 		tide__bounce_put(&p->bounce, buf, (size_t)k * ps);
@@ -242,7 +245,14 @@ static void fill_stage(struct tide_pool *p, struct fill *fl, uint32_t k)
 		tide__bounce_put(&p->bounce, buf + (size_t)(k + 1) * ps, (size_t)(fl->n - k - 1) * ps);
 }
 
-void tide__fill_unstage(struct tide_pool *p, struct region *r)
+static void stream_drop(struct tide_pool *p, struct region *r, struct ra_stream *s)
+{
+	tide__bounce_put(&p->bounce, s->staged_buf, r->page_size);
+	p->staged -= r->page_size;
+	s->staged_buf = NULL;
+}
+
+void tide__fill_unstage(struct tide_pool *p, struct region *r, struct ra_stream *s)
 {
 	union {
 		struct fill fl;
@@ -250,28 +260,33 @@ void tide__fill_unstage(struct tide_pool *p, struct region *r)
 	} one;
 	uint32_t f;
 
-	if (!r->staged_buf)
+	if (!s->staged_buf)
 		return;
-	f = tide__slot(r, r->staged_page);
+	f = tide__slot(r, s->staged_page);
 	one.fl.region = r;
-	one.fl.page = r->staged_page;
+	one.fl.page = s->staged_page;
 	one.fl.n = 1;
 	one.fl.zero = false;
 	one.fl.installed = false;
-	one.fl.buf = r->staged_buf;
+	one.fl.buf = s->staged_buf;
 	one.fl.frames[0] = f;
 	tide__frame(p, f)->state = FRAME_FILLING;
 	install_all(p, &one.fl);
-	tide__fill_unstage_drop(p, r);
+	stream_drop(p, r, s);
+}
+
+void tide__fill_unstage_range(struct tide_pool *p, struct region *r, uint64_t first, uint64_t end)
+{
+	for (struct ra_stream *s = r->streams; s < r->streams + TIDE_RA_STREAMS; s++)
+		if (s->staged_buf && s->staged_page >= first && s->staged_page < end)
+			tide__fill_unstage(p, r, s);
 }
 
 void tide__fill_unstage_drop(struct tide_pool *p, struct region *r)
 {
-	if (!r->staged_buf)
-		return;
-	tide__bounce_put(&p->bounce, r->staged_buf, r->page_size);
-	p->staged -= r->page_size;
-	r->staged_buf = NULL;
+	for (struct ra_stream *s = r->streams; s < r->streams + TIDE_RA_STREAMS; s++)
+		if (s->staged_buf)
+			stream_drop(p, r, s);
 }
 
 static void fill_done(struct tide_io *io, ssize_t res)
@@ -280,6 +295,7 @@ static void fill_done(struct tide_io *io, ssize_t res)
 	struct tide_pool *p = io->pool;
 	struct region *r = fl->region;
 	size_t ps = r->page_size, len = (size_t)fl->n * ps;
+	unsigned stream = 0;
 	uint32_t i = 0;
 
 	r->busy -= fl->n;
@@ -311,11 +327,11 @@ static void fill_done(struct tide_io *io, ssize_t res)
 		tide__read_ahead_done(p, r, fl->page, fl->n);
 		tide__ring_push(p);   /* the disk reads on while these go in */
 	}
-	i = fill_trigger(p, fl);
+	i = fill_trigger(p, fl, &stream);
 	install_span(p, fl, 0, i);
 	if (i < fl->n) {
 		install_span(p, fl, i + 1, fl->n);
-		fill_stage(p, fl, i);
+		fill_stage(p, fl, i, &r->streams[stream]);
 		free(fl);
 		return;
 	}

@@ -207,7 +207,8 @@ struct frame {
 	uint8_t redirtied;       /* a write arrived while the page was written back */
 	uint8_t prefetch;        /* enum fill_kind of the fill */
 	uint8_t held;            /* filled by a fault handler that has not returned yet */
-	uint8_t trigger;         /* read-ahead: staged when read unless a fault waits */
+	uint8_t trigger;         /* read-ahead: 1 + the stream (r->streams) whose trigger
+	                          * page this is: staged when read unless a fault waits */
 	uint8_t moved;           /* WRITEBACK: the page is out of the region, in the spare room */
 	uint64_t t_fault;        /* when the fault was read (latency) */
 };
@@ -228,6 +229,22 @@ void tide__pool_reclaim_for(struct tide_pool *p, uint64_t want);
 void tide__pool_drop_span(struct tide_pool *p, struct region *r, uint64_t first, uint64_t end);
 
 /* ---- region.c ---- */
+
+/* Read-ahead: a sequential run of demand faults in a region (fault.c). A
+ * region follows this many at once, so that interleaved scans (a merge's
+ * input runs, several threads each reading its own slice) each get their
+ * own window instead of resetting one another. */
+#define TIDE_RA_STREAMS 8
+struct ra_stream {
+	uint64_t next;           /* the page the run faults next; UINT64_MAX: slot unused */
+	uint64_t at;             /* the run's latest fault */
+	uint64_t used;           /* the region's ra_tick when the run last faulted (LRU) */
+	unsigned run;            /* faults in a row, each on the page after the last */
+	bool write;              /* every fault of the run was a write */
+	uint64_t staged_page;    /* the run's FRAME_STAGED page, when staged_buf */
+	void *staged_buf;        /* its data, in bounce memory */
+};
+
 struct region {
 	struct tide_pool *pool;
 	char *base;
@@ -247,12 +264,8 @@ struct region {
 	int error;               /* first write-back error since the last flush */
 	uint64_t retry_at;       /* ns: after a failed write, no background write before */
 	unsigned backoff_ms;     /* the wait after the last failure, doubling */
-	uint64_t next_seq_page;  /* read-ahead: the page a sequential run faults next */
-	unsigned seq_run;
-	uint64_t seq_at;         /* the run's latest fault */
-	bool seq_write;          /* every fault of the run was a write */
-	uint64_t staged_page;    /* the run's FRAME_STAGED page, when staged_buf */
-	void *staged_buf;        /* its data, in bounce memory */
+	struct ra_stream streams[TIDE_RA_STREAMS];
+	uint64_t ra_tick;        /* demand faults that reached read-ahead */
 	bool dying;
 };
 static inline char *tide__page_addr(struct region *r, uint64_t page)
@@ -291,9 +304,12 @@ int tide__fill_start(struct tide_pool *p, struct region *r, uint64_t page, bool 
 		     enum fill_kind kind, uint64_t t_fault);
 /* Read-ahead pages of r were read (fill.c): keep the run's window full. */
 void tide__read_ahead_done(struct tide_pool *p, struct region *r, uint64_t first, uint32_t n);
-/* Install r's staged page now (a fault on it, or its run is over). */
-void tide__fill_unstage(struct tide_pool *p, struct region *r);
-/* Let the staged page go without installing it (the region goes). */
+/* Install stream s's staged page now (its run is over). */
+void tide__fill_unstage(struct tide_pool *p, struct region *r, struct ra_stream *s);
+/* Install the staged pages of r in [first, end) now (a fault on one, a
+ * prefetch of the range). */
+void tide__fill_unstage_range(struct tide_pool *p, struct region *r, uint64_t first, uint64_t end);
+/* Let r's staged pages go without installing them (the region goes). */
 void tide__fill_unstage_drop(struct tide_pool *p, struct region *r);
 int tide__waiters_run(struct tide_pool *p);      /* retry faults that waited for room; served */
 void tide__waiters_forget(struct tide_pool *p, struct region *r);

@@ -65,7 +65,7 @@ const struct tide__option tide__options[] = {
 	OPT(SIGNAL_FAULTS, OPT_BOOL, "0", "serve each fault on the thread that took it, in a SIGBUS handler (UFFD_FEATURE_SIGBUS), not on the service thread: no context switch per fault, but a system call that touches a page not in memory fails with EFAULT instead of waiting; see docs/design.md, Faults on the faulting thread"),
 	OPT(RECYCLE, OPT_BOOL, "1", "evict dirty pages by moving them out of their region (UFFDIO_MOVE, Linux 6.8+), write them from there (fixed: from a copy in the bounce buffers), then reuse them for the fills of holes (direct: a sequential writer's first ones from huge pages, so its writes are few segments): no write-protect, drop or page allocation per page; 0 (or a kernel without UFFDIO_MOVE) protects, writes and drops them; see docs/design.md, Recycling"),
 	OPT(ODIRECT, OPT_BOOL, "1", "open file stores with O_DIRECT where the filesystem allows"),
-	OPT(READ_AHEAD, OPT_UINT, "256", "pages filled ahead of a sequential run of faults, at most 4 MiB and an eighth of the budget, in reads of up to 512 KiB; 0 turns it off"),
+	OPT(READ_AHEAD, OPT_UINT, "256", "pages filled ahead of each sequential run of faults (a region follows up to 8 runs at once), at most 4 MiB per run and an eighth of the budget for a region's runs together, in reads of up to 512 KiB; 0 turns it off"),
 	OPT(WATCHDOG, OPT_UINT, "0", "debug: report a service loop stuck for this many seconds with faults pending"),
 	OPT(VERBOSE, OPT_BOOL, "0", "print the effective settings when a pool starts"),
 	OPT_PRE(MIN, OPT_SIZE, min, "64M", "LD_PRELOAD (tide run): smallest file mapping tide takes; smaller ones go to the kernel (docs/preload.md)"),

@@ -238,7 +238,8 @@ static void *region_map(tide_pool *p, const struct tide_store_ops *ops, void *st
 	r->page_shift = (unsigned)__builtin_ctzll(ps);
 	r->npages = length / ps;
 	r->prot = prot;
-	r->next_seq_page = UINT64_MAX;
+	for (unsigned i = 0; i < TIDE_RA_STREAMS; i++)
+		r->streams[i].next = UINT64_MAX;
 	/* One slot per page, untouched (and so free) until the page is used. */
 	r->slot_bytes = (r->npages * sizeof(uint32_t) + 4095) & ~(size_t)4095;
 	r->slot = mmap(NULL, r->slot_bytes, PROT_READ | PROT_WRITE,

@@ -240,8 +240,7 @@ static bool prefetch_step(struct tide_pool *p, struct request *req)
 		return false;
 	/* A run's trigger page waits in bounce memory, unmapped: the range is
 	 * to be mapped, so it goes in too. */
-	if (r->staged_buf && r->staged_page >= req->first && r->staged_page < req->end)
-		tide__fill_unstage(p, r);
+	tide__fill_unstage_range(p, r, req->first, req->end);
 	tide__request_finish(p, req, 0);
 	return true;
 }

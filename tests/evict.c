@@ -119,6 +119,32 @@ Test(evict, sequential_scan_never_waits_on_a_demand_read, .init = setup, .fini =
 }
 
 /*
+ * Scans that interleave in one region (a merge reading two runs, threads
+ * each reading a slice) are each followed: four scans of a quarter of the
+ * file, touched in turn, read ahead as one does. With one run per region
+ * each touch ended the others' run and nearly every page was read on demand.
+ */
+Test(evict, interleaved_scans_each_read_ahead, .init = setup, .fini = teardown)
+{
+	const uint64_t quarter = LEN / (4 * KiB) / 4;
+	struct tide_stats s;
+
+	for (uint64_t i = 0; i < quarter; i++)
+		for (uint64_t q = 0; q < 4; q++)
+			read_page(q * quarter + i);
+	cr_assert_eq(tide_pool_stats(pool, &s), 0);
+	cr_expect_leq(s.peak_resident_bytes, BUDGET);
+	cr_expect_geq(s.fills, LEN / (4 * KiB));
+	/* A few demand reads per scan to start it, and the odd one where a
+	 * window ran short of room: not a page in 100. */
+	cr_expect_leq((s.fills - s.prefetched) * 100, s.fills,
+		      "%lu pages read on demand in four interleaved scans of %lu",
+		      (unsigned long)(s.fills - s.prefetched), (unsigned long)quarter);
+	cr_expect_leq(s.store_reads * 8, s.fills, "%lu reads for %lu fills",
+		      (unsigned long)s.store_reads, (unsigned long)s.fills);
+}
+
+/*
  * The trigger page itself: once a run's reads are in (tide_prefetch waits
  * for read-ahead in flight), exactly one page inside what was read is not
  * mapped. The first touch of it, a write here, is served from bounce memory,

@@ -122,6 +122,12 @@ static void install(struct tide_pool *p, struct fill *fl, uint32_t i, uint32_t j
 	struct region *r = fl->region;
 	size_t ps = r->page_size, done = 0;   /* bytes of page i in place */
 
+	/* The copy allocates: free spare pages the budget has no room for
+	 * beside the fill's (counted in resident already) leave first, or the
+	 * pool and its spare room together outgrow the budget until the pass
+	 * ends (a sort's pool of 128 MiB held 150 MiB that way). */
+	if (i < j && p->spare.nfree)
+		tide__spare_trim(p);
 	while (i < j) {
 		char *addr = tide__page_addr(r, fl->page + i);
 		int64_t copied = 0;
@@ -223,6 +229,13 @@ static uint32_t fill_trigger(struct tide_pool *p, const struct fill *fl, unsigne
 	}
 	if (waited || p->staged + fl->region->page_size > p->bounce.size / 8)
 		return fl->n;
+	/* The stream's slot may have gone to another run since. */
+	if (at < fl->n) {
+		const struct ra_stream *s = &fl->region->streams[*stream];
+
+		if (s->run < 2 || fl->page + at <= s->at || fl->page + at >= s->next)
+			return fl->n;
+	}
 	return at;
 }
 

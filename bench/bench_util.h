@@ -93,11 +93,15 @@ static inline uint64_t gcd(uint64_t a, uint64_t b)
 	return a;
 }
 
-/* permread's walk over n pages: a stride coprime with n, near n/2, visits
- * every page once per pass with each touch far from the last. */
+/* permread's walk over n pages: a stride coprime with n visits every page
+ * once per pass. Near n times the golden ratio's fraction, so that no touch
+ * lands next to any of the last sixteen (k * stride mod n stays far from
+ * 0 and n for small k): the walk is not several interleaved sequential
+ * scans, which read-ahead would follow (a stride of n/2 + 1 on an odd n
+ * was two, and tide's runs per region read it ahead). */
 static inline uint64_t permread_stride(uint64_t n)
 {
-	uint64_t stride = n / 2 + 1;
+	uint64_t stride = (uint64_t)((double)n * 0.6180339887) + 1;
 
 	while (n > 1 && gcd(stride, n) != 1)
 		stride++;

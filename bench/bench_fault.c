@@ -7,8 +7,9 @@
  * A run is named by a spec, pattern:source:page[:writeback[:threads]]
  *   pattern    seqread, randread, randwrite, seqwrite; permread: each app
  *              thread maps its own slice of the first 80% of the budget,
- *              touches every page once in a random order (fills that never
- *              evict), unmaps, and does it again until the time is up
+ *              touches every page once in an order read-ahead cannot follow
+ *              (permread_stride: fills that never evict), unmaps, and does
+ *              it again until the time is up
  *   source     cache: TIDE_ODIRECT off and the file read into the page cache
  *              first, so a fill costs a memory copy, not a disk read;
  *              disk: O_DIRECT store and the file dropped from the page cache;

@@ -221,8 +221,10 @@ static int check_args(struct sort_args *a)
 		 * always be served on the thread that took it: no wake-up of the
 		 * service thread and back, and the copies spread over the sorting
 		 * threads (docs/sort.md has the figures). */
-		if (!a->signal_faults_set)
-			a->signal_faults = getenv("TIDE_SIGNAL_FAULTS") ? o.signal_faults : true;
+		if (!a->signal_faults_set) {
+			a->signal_faults_set = getenv("TIDE_SIGNAL_FAULTS") != NULL;
+			a->signal_faults = a->signal_faults_set ? o.signal_faults : true;
+		}
 		if (a->pool / a->page_size < TIDE_MIN_PAGES) {
 			fprintf(stderr, "tide sort: --pool %s holds fewer than %u pages of %s; "
 				"give a bigger pool or a smaller --page-size\n",
@@ -374,8 +376,7 @@ static int map_tide(struct sort_run *r)
 	o.writeback = r->a.writeback;
 	o.signal_faults = r->a.signal_faults;
 	ret = tide_pool_create(&r->pool, &o);
-	if (ret == -ENOSYS && o.signal_faults && !r->a.signal_faults_set &&
-	    !getenv("TIDE_SIGNAL_FAULTS")) {
+	if (ret == -ENOSYS && o.signal_faults && !r->a.signal_faults_set) {
 		/* Only our default asked for it: the service thread will do. */
 		fprintf(stderr, "tide sort: note: %s; the service thread serves the faults\n",
 			tide_last_error());

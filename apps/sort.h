@@ -22,7 +22,8 @@ struct sort_args {
 	enum backend backend;
 	const char *file;
 	bool signal_faults;      /* the sorting threads serve their own faults */
-	bool keep, json, pool_set, page_size_set, writeback_set, signal_faults_set;
+	bool keep, json, pool_set, page_size_set, writeback_set;
+	bool signal_faults_set;  /* chosen by --signal-faults or TIDE_SIGNAL_FAULTS, not by default */
 };
 
 /* What the run used and measured. */

@@ -39,6 +39,7 @@ struct fill {
 	uint32_t n;              /* pages */
 	bool zero;               /* a store hole: buf is the zero source */
 	bool installed;          /* fill_now put the pages in already */
+	bool demand;             /* a fault waits for it: counted in keep_reads */
 	void *buf;
 	uint32_t frames[];
 };
@@ -281,6 +282,7 @@ void tide__fill_unstage(struct tide_pool *p, struct region *r, struct ra_stream 
 	one.fl.n = 1;
 	one.fl.zero = false;
 	one.fl.installed = false;
+	one.fl.demand = false;
 	one.fl.buf = s->staged_buf;
 	one.fl.frames[0] = f;
 	tide__frame(p, f)->state = FRAME_FILLING;
@@ -312,6 +314,8 @@ static void fill_done(struct tide_io *io, ssize_t res)
 	uint32_t i = 0;
 
 	r->busy -= fl->n;
+	if (fl->demand)
+		__atomic_sub_fetch(&tide__keeper_pool(p)->keep_reads, 1, __ATOMIC_RELAXED);
 	for (uint32_t k = 0; k < fl->n; k++)
 		if (tide__frame(p, fl->frames[k])->prefetch)
 			p->prefetch_inflight--;
@@ -391,6 +395,7 @@ static int fill_take(struct tide_pool *p, struct fill *fl, struct region *r, uin
 	fl->n = n;
 	fl->zero = false;
 	fl->installed = false;
+	fl->demand = false;
 	fl->buf = NULL;
 	return 0;
 }
@@ -484,6 +489,9 @@ static int fill_read(struct tide_pool *p, struct region *r, uint64_t page, uint3
 	r->busy += n;
 	if (prefetch)
 		p->prefetch_inflight += n;
+	fl->demand = prefetch == FILL_DEMAND;
+	if (fl->demand)
+		__atomic_add_fetch(&tide__keeper_pool(p)->keep_reads, 1, __ATOMIC_RELAXED);
 	fl->buf = buf;
 	fl->io.done = fill_done;
 	fl->io.start = fill_issue;

@@ -515,6 +515,7 @@ struct tide_pool {
 	uint64_t keep_until;      /* ns: spin until then */
 	uint32_t keep_seq;        /* futex word the sleeping keepers wait on */
 	uint32_t keep_sleepers;
+	uint32_t keep_reads;      /* demand reads in flight: stay awake for them */
 	bool keep_stop;
 };
 
@@ -522,6 +523,12 @@ struct tide_pool {
 int tide__keepers_start(struct tide_pool *p);
 void tide__keepers_stop(struct tide_pool *p);
 void tide__keepers_kick(struct tide_pool *p);
+
+/* The pool whose keepers serve p: a shard's parent, else p. */
+static inline struct tide_pool *tide__keeper_pool(struct tide_pool *p)
+{
+	return p->parent ? p->parent : p;
+}
 
 static inline void tide__dirty_add(struct tide_pool *p, struct region *r, int64_t bytes)
 {

@@ -6,9 +6,10 @@
  * on an idle vCPU, and on a VM whose guest halt polling is off an idle vCPU
  * halts at once: waking it costs ~100 us, eight times a whole round trip on
  * one vCPU. A keeper is a SCHED_IDLE thread pinned to one CPU that spins
- * while the service thread has served a fault in the last N us, so no vCPU
- * the app or the service thread may be woken on is halted, and a wake-up
- * lands in microseconds. SCHED_IDLE gives way to any real thread at once;
+ * while the service thread has served a fault in the last N us, or a fault
+ * waits for a demand read (KEEP_READ_NS below), so no vCPU the app or the
+ * service thread may be woken on is halted, and a wake-up lands in
+ * microseconds. SCHED_IDLE gives way to any real thread at once;
  * the price is the idle CPU time of the hot periods, burnt. Between hot
  * periods the keepers sleep on a futex.
  */
@@ -39,9 +40,23 @@ static void futex_wake_all(uint32_t *word)
 	syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
 }
 
+/*
+ * How long past the window a demand read in flight keeps the keepers up. A
+ * fault that waits for the disk is three wake-ups, not two: the read's
+ * completion wakes the service thread, which then wakes the faulting
+ * thread, ~100 us after the window of the pass that issued the read ran
+ * out. Flash answers in 10-500 us (100-300 here); a read that takes longer
+ * than this is slow enough that a halted vCPU costs little beside it, and
+ * a keeper that spun for it would burn the CPU for nothing.
+ */
+#define KEEP_READ_NS (1000 * 1000ull)
+
 static bool hot(const struct tide_pool *p)
 {
-	return tide__now_ns() < __atomic_load_n(&p->keep_until, __ATOMIC_SEQ_CST);
+	uint64_t now = tide__now_ns(), until = __atomic_load_n(&p->keep_until, __ATOMIC_SEQ_CST);
+
+	return now < until ||
+	       (__atomic_load_n(&p->keep_reads, __ATOMIC_RELAXED) && now < until + KEEP_READ_NS);
 }
 
 static void *keeper_main(void *arg)

@@ -315,7 +315,7 @@ static void fill_done(struct tide_io *io, ssize_t res)
 
 	r->busy -= fl->n;
 	if (fl->demand)
-		__atomic_sub_fetch(&tide__keeper_pool(p)->keep_reads, 1, __ATOMIC_RELAXED);
+		tide__keepers_read_end(p);
 	for (uint32_t k = 0; k < fl->n; k++)
 		if (tide__frame(p, fl->frames[k])->prefetch)
 			p->prefetch_inflight--;
@@ -491,7 +491,7 @@ static int fill_read(struct tide_pool *p, struct region *r, uint64_t page, uint3
 		p->prefetch_inflight += n;
 	fl->demand = prefetch == FILL_DEMAND;
 	if (fl->demand)
-		__atomic_add_fetch(&tide__keeper_pool(p)->keep_reads, 1, __ATOMIC_RELAXED);
+		tide__keepers_read_start(p);
 	fl->buf = buf;
 	fl->io.done = fill_done;
 	fl->io.start = fill_issue;

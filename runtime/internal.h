@@ -523,12 +523,9 @@ struct tide_pool {
 int tide__keepers_start(struct tide_pool *p);
 void tide__keepers_stop(struct tide_pool *p);
 void tide__keepers_kick(struct tide_pool *p);
-
-/* The pool whose keepers serve p: a shard's parent, else p. */
-static inline struct tide_pool *tide__keeper_pool(struct tide_pool *p)
-{
-	return p->parent ? p->parent : p;
-}
+/* A read a fault waits for starts / has completed (p may be a shard). */
+void tide__keepers_read_start(struct tide_pool *p);
+void tide__keepers_read_end(struct tide_pool *p);
 
 static inline void tide__dirty_add(struct tide_pool *p, struct region *r, int64_t bytes)
 {

@@ -107,6 +107,26 @@ void tide__keepers_kick(struct tide_pool *p)
 	}
 }
 
+/* A shard's faults keep its parent's keepers (loop.c starts one set). */
+void tide__keepers_read_start(struct tide_pool *p)
+{
+	struct tide_pool *kp = p->parent ? p->parent : p;
+
+	__atomic_add_fetch(&kp->keep_reads, 1, __ATOMIC_RELAXED);
+}
+
+/* The window starts again before the read stops counting: the copy, the
+ * faulting thread's wake-up and its next fault come next, and a keeper
+ * that saw neither would halt its vCPU right before them. */
+void tide__keepers_read_end(struct tide_pool *p)
+{
+	struct tide_pool *kp = p->parent ? p->parent : p;
+
+	if (kp->keepers)
+		tide__keepers_kick(kp);
+	__atomic_sub_fetch(&kp->keep_reads, 1, __ATOMIC_RELEASE);
+}
+
 /* One keeper per CPU the process may run on; none when the option is 0 or
  * there is only one CPU (no other vCPU to halt). */
 int tide__keepers_start(struct tide_pool *p)

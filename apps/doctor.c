@@ -4,7 +4,8 @@
  * Checks, in the order a user would fix them: the kernel, userfaultfd (and
  * whether only user-mode faults are allowed, which would make the app's own
  * syscalls on evicted pages fail with EFAULT), the uffd features, io_uring
- * and its fixed buffers against RLIMIT_MEMLOCK, O_DIRECT in --dir, and the
+ * and its fixed buffers against RLIMIT_MEMLOCK, O_DIRECT in --dir, the guest
+ * kernel's halt polling (wake-ups at default placement), and the
  * kernel-layer hazards run live in children with timeouts, from which it
  * derives the verdict for each write-back path. Exit 0 when tide can run
  * safely, 1 with the reasons otherwise, 2 for a usage error.
@@ -71,6 +72,9 @@ struct doctor {
 
 	int odirect;                                  /* 0 ok, or -errno */
 	long fs_magic;
+
+	char cpuidle[32];                             /* cpuidle driver, "" unknown */
+	long halt_poll;                               /* guest_halt_poll_ns, -1 none */
 
 	struct tide__hazard_result hz[TIDE__HZ_COUNT][TIDE__HZ_NMODES];
 	bool path_safe[2];                            /* [0] direct, [1] fixed */
@@ -263,6 +267,29 @@ static void check_odirect(struct doctor *d)
 		     "cache (TIDE_ODIRECT=0)", d->dir, strerror(-d->odirect));
 }
 
+/*
+ * Wake-ups: a fault the service thread serves wakes a thread on the other
+ * vCPU twice. A vCPU that halts the moment it idles takes ~50-100 us to
+ * wake on a VM; the guest kernel's haltpoll driver can poll first, and
+ * tide's keepers (TIDE_WAKE_POLL_US) poll in its place when it does not.
+ */
+static void check_wakeups(struct doctor *d)
+{
+	int fd = open("/sys/devices/system/cpu/cpuidle/current_driver", O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd >= 0 ? read(fd, d->cpuidle, sizeof(d->cpuidle) - 1) : -1;
+
+	if (fd >= 0)
+		close(fd);
+	d->cpuidle[n > 0 ? n : 0] = 0;
+	d->cpuidle[strcspn(d->cpuidle, "\n")] = 0;
+	d->halt_poll = tide__guest_halt_poll_ns();
+	if (d->halt_poll == 0)
+		WARN(d, "the guest kernel's halt polling is off (haltpoll, guest_halt_poll_ns=0): an idle "
+		     "vCPU halts at once, and a fault at default placement wakes two; tide's keepers "
+		     "poll instead (TIDE_WAKE_POLL_US), the kernel's polling is ~2x faster still. As "
+		     "root: echo 200000 > /sys/module/haltpoll/parameters/guest_halt_poll_ns");
+}
+
 /* Every case in every set-up; a path is safe when each case it uses completes,
  * moves the right bytes and keeps the page write-protected. */
 static void run_hazards(struct doctor *d)
@@ -358,6 +385,11 @@ static void print_human(const struct doctor *d)
 	       cli_format_bytes(d->memlock.rlim_cur, b2, sizeof(b2)),
 	       d->fixed == 0 && d->memlock.rlim_cur < d->bounce ? "; over it by CAP_IPC_LOCK" : "");
 	printf("O_DIRECT in %-15s %s (fs magic %#lx)\n", d->dir, err_text(d->odirect), d->fs_magic);
+	printf("cpuidle driver              %s\n", d->cpuidle[0] ? d->cpuidle : "unknown");
+	if (d->halt_poll > 0)
+		printf("  guest halt polling        on, %ld ns: tide's keepers stand down\n", d->halt_poll);
+	else if (d->halt_poll == 0)
+		printf("  guest halt polling        off: tide's keepers poll (TIDE_WAKE_POLL_US)\n");
 
 	if (d->hazards_on) {
 		printf("\nhazards: a thread touching its own write-protected page (timeout %d ms)\n",
@@ -457,6 +489,15 @@ static void print_json(const struct doctor *d)
 	cli_json_i64(&j, "fs_magic", d->fs_magic);
 	cli_json_close(&j);
 
+	cli_json_object(&j, "wakeups");
+	cli_json_str(&j, "cpuidle_driver", d->cpuidle);
+	if (d->halt_poll < 0)
+		cli_json_null(&j, "guest_halt_poll_ns");
+	else
+		cli_json_i64(&j, "guest_halt_poll_ns", d->halt_poll);
+	cli_json_bool(&j, "keepers_stand_down", d->halt_poll > 0);
+	cli_json_close(&j);
+
 	if (d->hazards_on) {
 		cli_json_array(&j, "hazards");
 		for (unsigned h = 0; h < TIDE__HZ_COUNT; h++)
@@ -552,6 +593,7 @@ int tide_cmd_doctor(int argc, char **argv)
 	check_uffd(d);
 	check_uring(d);
 	check_odirect(d);
+	check_wakeups(d);
 	/* The hazards need a working write-protecting uffd; without one the
 	 * reasons above already say why tide cannot run. */
 	if (d->hazards_on && d->nreasons == 0)

@@ -526,6 +526,8 @@ void tide__keepers_kick(struct tide_pool *p);
 /* A read a fault waits for starts / has completed (p may be a shard). */
 void tide__keepers_read_start(struct tide_pool *p);
 void tide__keepers_read_end(struct tide_pool *p);
+/* The guest's haltpoll window in ns, 0 if off, -1 if not a haltpoll guest. */
+long tide__guest_halt_poll_ns(void);
 
 static inline void tide__dirty_add(struct tide_pool *p, struct region *r, int64_t bytes)
 {

@@ -57,6 +57,17 @@ void test_require_uffd(void)
 		cr_skip_test("userfaultfd lacks write-protect (UFFD_FEATURE_PAGEFAULT_FLAG_WP)");
 }
 
+void test_require_keepers(void)
+{
+	cpu_set_t set;
+
+	if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) < 2)
+		cr_skip_test("one CPU: no other vCPU to keep awake, so no keepers start");
+	if (tide__guest_halt_poll_ns() > 0)
+		cr_skip_test("the guest kernel polls idle vCPUs itself (haltpoll, guest_halt_poll_ns "
+			     "%ld): no keepers start", tide__guest_halt_poll_ns());
+}
+
 void test_require_writeback(enum tide_writeback wb)
 {
 	char why[256] = "";

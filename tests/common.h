@@ -29,6 +29,9 @@ static inline uint64_t test_word(uint64_t i, uint64_t seed)
 
 /* Skips the calling test with the reason when userfaultfd (with WP) cannot be used. */
 void test_require_uffd(void);
+/* Skip a test that counts keeper threads where none start: one CPU, or a
+ * guest kernel that polls idle vCPUs itself (runtime/keeper.c). */
+void test_require_keepers(void);
 /* The same, and for TIDE_WRITEBACK_DIRECT the start-up probe must call it
  * safe here (on 5.8 it hangs the service thread): skip with its reason. */
 void test_require_writeback(enum tide_writeback wb);

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "internal.h"
 
 #define RUN_MS 60000
 
@@ -248,6 +249,17 @@ Test(doctor, healthy_machine_json)
 	expect_str("writeback.fixed.safe", "true");
 	expect_str("writeback.direct.safe", "true");
 	expect_str("writeback.auto", "direct");
+	/* Wake-ups as the runtime sees them: keepers unless the guest kernel
+	 * polls idle vCPUs itself. */
+	{
+		long hp = tide__guest_halt_poll_ns();
+		char want[32];
+
+		snprintf(want, sizeof(want), "%ld", hp);
+		expect_str("wakeups.guest_halt_poll_ns", hp < 0 ? "null" : want);
+		expect_str("wakeups.keepers_stand_down", hp > 0 ? "true" : "false");
+		cr_assert(get(&doc, "wakeups.cpuidle_driver"), "no wakeups.cpuidle_driver");
+	}
 }
 
 Test(doctor, human_table)

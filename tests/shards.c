@@ -672,10 +672,9 @@ Test(shards, wake_poll_keepers_are_one_per_cpu_not_per_shard)
 	int ncpu;
 
 	test_require_uffd();
+	test_require_keepers();
 	cr_assert_eq(sched_getaffinity(0, sizeof(set), &set), 0);
 	ncpu = CPU_COUNT(&set);
-	if (ncpu < 2)
-		cr_skip_test("one CPU: no keepers start");
 	tide_options_init(&o);
 	o.budget = 2 * SHARD_BUDGET;
 	o.page_size = PAGE;

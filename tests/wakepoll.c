@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "internal.h"
 #include "tide.h"
 
 struct keepers {
@@ -88,8 +89,7 @@ Test(wakepoll, keepers_poll_while_hot_sleep_after_and_leave_with_the_pool)
 	uint64_t *p, deadline;
 
 	test_require_uffd();
-	if (ncpu < 2)
-		cr_skip("one CPU: no other vCPU to keep awake, so no keepers start");
+	test_require_keepers();
 	tide_options_init(&o);
 	o.budget = 4 * MiB;
 	o.page_size = 4 * KiB;
@@ -144,13 +144,14 @@ Test(wakepoll, on_by_default)
 	test_require_uffd();
 	if (getenv("TIDE_WAKE_POLL_US"))
 		cr_skip_test("TIDE_WAKE_POLL_US is set in the environment");
+	test_require_keepers();
 	cr_assert_eq(sched_getaffinity(0, sizeof(set), &set), 0);
 	tide_options_init(&o);
 	o.budget = 4 * MiB;
 	o.signal_faults = 0;
 	cr_assert_gt(o.wake_poll_us, 0);
 	cr_assert_eq(tide_pool_create(&pool, &o), 0, "%s", tide_last_error());
-	cr_expect_eq(keepers_now().count, CPU_COUNT(&set) > 1 ? CPU_COUNT(&set) : 0);
+	cr_expect_eq(keepers_now().count, CPU_COUNT(&set));
 	cr_assert_eq(tide_pool_destroy(pool), 0, "%s", tide_last_error());
 	cr_expect_eq(keepers_now().count, 0);
 }
@@ -167,4 +168,71 @@ Test(wakepoll, zero_turns_it_off)
 	cr_assert_eq(tide_pool_create(&pool, &o), 0, "%s", tide_last_error());
 	cr_expect_eq(keepers_now().count, 0);
 	cr_assert_eq(tide_pool_destroy(pool), 0, "%s", tide_last_error());
+}
+
+/*
+ * Where the guest kernel polls idle vCPUs itself (the haltpoll cpuidle
+ * driver with guest_halt_poll_ns > 0) the keepers stand down: a wake-up
+ * aimed at a vCPU running a keeper must interrupt it, one aimed at the
+ * kernel's polling idle loop costs nothing. The test turns the kernel's
+ * polling on and off (root; the suites run one at a time) and puts the
+ * value back.
+ */
+#define HALT_POLL "/sys/module/haltpoll/parameters/guest_halt_poll_ns"
+
+static long halt_poll_saved = -1;
+
+static bool halt_poll_set(long ns)
+{
+	FILE *f = fopen(HALT_POLL, "w");
+	bool ok;
+
+	if (!f)
+		return false;
+	ok = fprintf(f, "%ld\n", ns) > 0;
+	return fclose(f) == 0 && ok;
+}
+
+static void halt_poll_restore(void)
+{
+	if (halt_poll_saved >= 0)
+		halt_poll_set(halt_poll_saved);
+}
+
+static int keepers_of_a_new_pool(void)
+{
+	struct tide_options o;
+	tide_pool *pool;
+	int n;
+
+	tide_options_init(&o);
+	o.budget = 4 * MiB;
+	o.wake_poll_us = 50;
+	o.signal_faults = 0;
+	cr_assert_eq(tide_pool_create(&pool, &o), 0, "%s", tide_last_error());
+	n = keepers_now().count;
+	cr_assert_eq(tide_pool_destroy(pool), 0, "%s", tide_last_error());
+	return n;
+}
+
+Test(wakepoll, keepers_stand_down_where_the_kernel_polls_idle_vcpus, .fini = halt_poll_restore)
+{
+	int ncpu = allowed_cpus();
+
+	test_require_uffd();
+	if (ncpu < 2)
+		cr_skip("one CPU: no other vCPU to keep awake, so no keepers start");
+	halt_poll_saved = tide__guest_halt_poll_ns();
+	if (halt_poll_saved < 0)
+		cr_skip("no haltpoll cpuidle driver here: the guest kernel never polls idle vCPUs");
+	if (!halt_poll_set(halt_poll_saved))
+		cr_skip("cannot write " HALT_POLL " (%s): needs root", strerror(errno));
+
+	cr_assert(halt_poll_set(200000));
+	cr_assert_eq(tide__guest_halt_poll_ns(), 200000);
+	cr_expect_eq(keepers_of_a_new_pool(), 0, "keepers started beside the kernel's halt polling");
+
+	cr_assert(halt_poll_set(0));
+	cr_assert_eq(tide__guest_halt_poll_ns(), 0);
+	cr_expect_eq(keepers_of_a_new_pool(), ncpu, "no keepers with the kernel's halt polling off");
 }

@@ -275,14 +275,7 @@ static void check_odirect(struct doctor *d)
  */
 static void check_wakeups(struct doctor *d)
 {
-	int fd = open("/sys/devices/system/cpu/cpuidle/current_driver", O_RDONLY | O_CLOEXEC);
-	ssize_t n = fd >= 0 ? read(fd, d->cpuidle, sizeof(d->cpuidle) - 1) : -1;
-
-	if (fd >= 0)
-		close(fd);
-	d->cpuidle[n > 0 ? n : 0] = 0;
-	d->cpuidle[strcspn(d->cpuidle, "\n")] = 0;
-	d->halt_poll = tide__guest_halt_poll_ns();
+	d->halt_poll = tide__guest_halt_poll(d->cpuidle, sizeof(d->cpuidle));
 	if (d->halt_poll == 0)
 		WARN(d, "the guest kernel's halt polling is off (haltpoll, guest_halt_poll_ns=0): an idle "
 		     "vCPU halts at once, and a fault at default placement wakes two; tide's keepers "

@@ -526,8 +526,9 @@ void tide__keepers_kick(struct tide_pool *p);
 /* A read a fault waits for starts / has completed (p may be a shard). */
 void tide__keepers_read_start(struct tide_pool *p);
 void tide__keepers_read_end(struct tide_pool *p);
-/* The guest's haltpoll window in ns, 0 if off, -1 if not a haltpoll guest. */
-long tide__guest_halt_poll_ns(void);
+/* The guest's haltpoll window in ns, 0 if off, -1 if not a haltpoll guest;
+ * driver (may be NULL) gets the cpuidle driver's name. */
+long tide__guest_halt_poll(char *driver, size_t len);
 
 static inline void tide__dirty_add(struct tide_pool *p, struct region *r, int64_t bytes)
 {

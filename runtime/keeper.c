@@ -20,6 +20,7 @@
 #include <limits.h>
 #include <linux/futex.h>
 #include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -54,12 +55,14 @@ static void futex_wake_all(uint32_t *word)
  */
 #define KEEP_READ_NS (1000 * 1000ull)
 
+/* The read count first: a read that has stopped counting moved the window
+ * on before (tide__keepers_read_end), so this sees the new deadline. */
 static bool hot(const struct tide_pool *p)
 {
+	uint32_t reads = __atomic_load_n(&p->keep_reads, __ATOMIC_ACQUIRE);
 	uint64_t now = tide__now_ns(), until = __atomic_load_n(&p->keep_until, __ATOMIC_SEQ_CST);
 
-	return now < until ||
-	       (__atomic_load_n(&p->keep_reads, __ATOMIC_RELAXED) && now < until + KEEP_READ_NS);
+	return now < until || (reads && now < until + KEEP_READ_NS);
 }
 
 static void *keeper_main(void *arg)
@@ -130,15 +133,17 @@ void tide__keepers_read_end(struct tide_pool *p)
 	__atomic_sub_fetch(&kp->keep_reads, 1, __ATOMIC_RELEASE);
 }
 
-static long read_long(const char *path)
+/* The first line of a small sysfs file into buf; its length, or -1. */
+static ssize_t read_line(const char *path, char *buf, size_t len)
 {
-	char buf[32] = "";
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+	ssize_t n = fd >= 0 ? read(fd, buf, len - 1) : -1;
 
 	if (fd >= 0)
 		close(fd);
-	return n > 0 ? strtol(buf, NULL, 10) : -1;
+	buf[n > 0 ? n : 0] = 0;
+	buf[strcspn(buf, "\n")] = 0;
+	return n > 0 ? (ssize_t)strlen(buf) : -1;
 }
 
 /*
@@ -149,19 +154,20 @@ static long read_long(const char *path)
  * at it costs no interrupt at all, where a wake-up aimed at a vCPU running
  * a keeper must interrupt the keeper. Returns the window in ns, 0 when the
  * driver is there and polling is off (haltpoll.guest_halt_poll_ns=0), -1
- * when the driver is not haltpoll (or cannot be read).
+ * when the driver is not haltpoll (or cannot be read). driver (may be
+ * NULL) gets the cpuidle driver's name, "" if unknown.
  */
-long tide__guest_halt_poll_ns(void)
+long tide__guest_halt_poll(char *driver, size_t len)
 {
-	char drv[32] = "";
-	int fd = open("/sys/devices/system/cpu/cpuidle/current_driver", O_RDONLY | O_CLOEXEC);
-	ssize_t n = fd >= 0 ? read(fd, drv, sizeof(drv) - 1) : -1;
+	char drv[32], ns[32];
 
-	if (fd >= 0)
-		close(fd);
-	if (n <= 0 || strncmp(drv, "haltpoll\n", 9))
+	read_line("/sys/devices/system/cpu/cpuidle/current_driver", drv, sizeof(drv));
+	if (driver)
+		snprintf(driver, len, "%s", drv);
+	if (strcmp(drv, "haltpoll") ||
+	    read_line("/sys/module/haltpoll/parameters/guest_halt_poll_ns", ns, sizeof(ns)) <= 0)
 		return -1;
-	return read_long("/sys/module/haltpoll/parameters/guest_halt_poll_ns");
+	return strtol(ns, NULL, 10);
 }
 
 /* One keeper per CPU the process may run on; none when the option is 0,
@@ -177,7 +183,7 @@ int tide__keepers_start(struct tide_pool *p)
 
 	if (!p->opt.wake_poll_us)
 		return 0;
-	if ((halt_poll = tide__guest_halt_poll_ns()) > 0) {
+	if ((halt_poll = tide__guest_halt_poll(NULL, 0)) > 0) {
 		if (p->opt.verbose)
 			tide__info("wake polling: the kernel's guest halt polling is on "
 				   "(guest_halt_poll_ns %ld): no keeper threads", halt_poll);

@@ -63,9 +63,9 @@ void test_require_keepers(void)
 
 	if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) < 2)
 		cr_skip_test("one CPU: no other vCPU to keep awake, so no keepers start");
-	if (tide__guest_halt_poll_ns() > 0)
+	if (tide__guest_halt_poll(NULL, 0) > 0)
 		cr_skip_test("the guest kernel polls idle vCPUs itself (haltpoll, guest_halt_poll_ns "
-			     "%ld): no keepers start", tide__guest_halt_poll_ns());
+			     "%ld): no keepers start", tide__guest_halt_poll(NULL, 0));
 }
 
 void test_require_writeback(enum tide_writeback wb)

@@ -222,17 +222,17 @@ Test(wakepoll, keepers_stand_down_where_the_kernel_polls_idle_vcpus, .fini = hal
 	test_require_uffd();
 	if (ncpu < 2)
 		cr_skip("one CPU: no other vCPU to keep awake, so no keepers start");
-	halt_poll_saved = tide__guest_halt_poll_ns();
+	halt_poll_saved = tide__guest_halt_poll(NULL, 0);
 	if (halt_poll_saved < 0)
 		cr_skip("no haltpoll cpuidle driver here: the guest kernel never polls idle vCPUs");
 	if (!halt_poll_set(halt_poll_saved))
 		cr_skip("cannot write " HALT_POLL " (%s): needs root", strerror(errno));
 
 	cr_assert(halt_poll_set(200000));
-	cr_assert_eq(tide__guest_halt_poll_ns(), 200000);
+	cr_assert_eq(tide__guest_halt_poll(NULL, 0), 200000);
 	cr_expect_eq(keepers_of_a_new_pool(), 0, "keepers started beside the kernel's halt polling");
 
 	cr_assert(halt_poll_set(0));
-	cr_assert_eq(tide__guest_halt_poll_ns(), 0);
+	cr_assert_eq(tide__guest_halt_poll(NULL, 0), 0);
 	cr_expect_eq(keepers_of_a_new_pool(), ncpu, "no keepers with the kernel's halt polling off");
 }

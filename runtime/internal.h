@@ -464,6 +464,7 @@ struct tide_pool {
 	uv_timer_t timer;
 	uv_timer_t retry;         /* a store's write-back back-off ends */
 	uv_idle_t spin;
+	uint64_t spin_until;      /* ns: TIDE_SPIN_US polling ends then */
 	uv_thread_t thread;
 	uv_sem_t started;
 	int start_error;

@@ -137,29 +137,34 @@ static int pass(struct tide_pool *p)
 	return work;
 }
 
+static void on_spin(uv_idle_t *h);
+
+/* Activity: poll until TIDE_SPIN_US after it. */
 static void spin_start(struct tide_pool *p)
 {
 	/* Faults served on their own threads need nobody polling. */
-	if (p->opt.spin_us && !p->opt.signal_faults && !p->stopping &&
-	    !uv_is_active((uv_handle_t *)&p->spin))
-		uv_idle_start(&p->spin, (uv_idle_cb)NULL);
+	if (!p->opt.spin_us || p->opt.signal_faults || p->stopping)
+		return;
+	p->spin_until = tide__now_ns() + (uint64_t)p->opt.spin_us * 1000;
+	if (!uv_is_active((uv_handle_t *)&p->spin))
+		uv_idle_start(&p->spin, on_spin);
 }
 
 static void on_spin(uv_idle_t *h)
 {
 	struct tide_pool *p = h->data;
-	uint64_t deadline = tide__now_ns() + (uint64_t)p->opt.spin_us * 1000;
 	uint64_t turn = tide__now_ns() + 1000000;
 
 	/* Poll without sleeping until the window passes with nothing to do;
-	 * give the loop a turn each millisecond for timers and closes. */
+	 * give the loop a turn each millisecond for timers and closes (the
+	 * window's end is the pool's, so a turn does not restart it). */
 	for (;;) {
 		uint64_t now;
 
 		if (pass(p))
-			deadline = tide__now_ns() + (uint64_t)p->opt.spin_us * 1000;
+			p->spin_until = tide__now_ns() + (uint64_t)p->opt.spin_us * 1000;
 		now = tide__now_ns();
-		if (now >= deadline) {
+		if (now >= p->spin_until) {
 			uv_idle_stop(h);
 			return;
 		}
@@ -291,7 +296,6 @@ static void service_main(void *arg)
 	uv_poll_start(&p->ring_poll, UV_READABLE, on_event);
 	if (p->opt.flush_interval_ms)
 		uv_timer_start(&p->timer, on_timer, p->opt.flush_interval_ms, p->opt.flush_interval_ms);
-	p->spin.idle_cb = on_spin;
 	uv_sem_post(&p->started);
 	uv_run(&p->loop, UV_RUN_DEFAULT);
 	uv_loop_close(&p->loop);

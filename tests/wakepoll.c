@@ -236,3 +236,78 @@ Test(wakepoll, keepers_stand_down_where_the_kernel_polls_idle_vcpus, .fini = hal
 	cr_assert_eq(tide__guest_halt_poll(NULL, 0), 0);
 	cr_expect_eq(keepers_of_a_new_pool(), ncpu, "no keepers with the kernel's halt polling off");
 }
+
+/* utime + stime of one thread, in clock ticks. */
+static unsigned long long thread_ticks(pid_t tid)
+{
+	char path[64], buf[512], *p;
+	unsigned long long ut = 0, st = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/stat", (int)tid);
+	f = fopen(path, "r");
+	cr_assert_not_null(f, "%s: %s", path, strerror(errno));
+	cr_assert_not_null(fgets(buf, sizeof(buf), f));
+	fclose(f);
+	p = strrchr(buf, ')');
+	cr_assert(p && sscanf(p + 2, "%*c %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %llu %llu",
+			      &ut, &st) == 2);
+	return ut + st;
+}
+
+static unsigned long long ticks_over_ms(pid_t tid, unsigned ms)
+{
+	unsigned long long before = thread_ticks(tid);
+	uint64_t until = ms_now() + ms;
+
+	while (ms_now() < until)
+		usleep(10000);
+	return thread_ticks(tid) - before;
+}
+
+/*
+ * TIDE_SPIN_US: after serving a fault the service thread keeps polling for
+ * the window instead of sleeping in the loop (so it burns its CPU), then
+ * sleeps; and no keepers start beside it. The window here is long (0.4 s)
+ * so CPU ticks (10 ms) can tell polling from sleeping.
+ */
+Test(wakepoll, spin_polls_after_a_fault_then_sleeps_and_keepers_stand_down)
+{
+	struct test_thread svc;
+	struct tide_options o;
+	tide_pool *pool;
+	size_t len = 1 * MiB;
+	uint64_t *p;
+	int fd;
+
+	test_require_uffd();
+	tide_options_init(&o);
+	o.budget = 4 * MiB;
+	o.page_size = 4 * KiB;
+	o.spin_us = 400000;
+	o.wake_poll_us = 50;
+	o.signal_faults = 0;
+	o.flush_interval_ms = 0;
+	cr_assert_eq(tide_pool_create(&pool, &o), 0, "%s", tide_last_error());
+	cr_expect_eq(keepers_now().count, 0, "keepers started beside a spinning service thread");
+	cr_assert_eq(test_threads_named("tide-service", &svc, 1), 1);
+
+	/* Idle before any fault: asleep. */
+	cr_expect_leq(ticks_over_ms(svc.tid, 200), 2, "the service thread used CPU before any fault");
+
+	fd = test_file(len, 21);
+	p = tide_map(pool, fd, 0, len, TIDE_PROT_READ, 0);
+	cr_assert_not_null(p, "%s", tide_last_error());
+	cr_assert_eq(p[0], test_word(0, 21));
+	/* Within the window: polling, so most of the time on a CPU. */
+	cr_expect_geq(ticks_over_ms(svc.tid, 200), 5,
+		      "the service thread slept within its TIDE_SPIN_US window");
+	/* Past it: asleep again. */
+	ticks_over_ms(svc.tid, 400);
+	cr_expect_leq(ticks_over_ms(svc.tid, 300), 2,
+		      "the service thread kept polling after its TIDE_SPIN_US window");
+
+	cr_assert_eq(tide_unmap(p), 0, "%s", tide_last_error());
+	cr_assert_eq(tide_pool_destroy(pool), 0, "%s", tide_last_error());
+	close(fd);
+}

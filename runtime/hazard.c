@@ -127,7 +127,7 @@ enum tide__hazard_outcome tide__hazard_expected(enum tide__hazard h, unsigned mo
 }
 
 /* A small /proc or /sys text file, without its trailing newline; "" on error. */
-static char *read_text(const char *path, char *buf, size_t len)
+char *tide__read_text(const char *path, char *buf, size_t len)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	ssize_t n = fd >= 0 ? read(fd, buf, len - 1) : -1;
@@ -143,7 +143,7 @@ bool tide__hazard_thp_available(void)
 {
 	char buf[128];
 
-	read_text("/sys/kernel/mm/transparent_hugepage/enabled", buf, sizeof(buf));
+	tide__read_text("/sys/kernel/mm/transparent_hugepage/enabled", buf, sizeof(buf));
 	return strstr(buf, "[always]") || strstr(buf, "[madvise]");
 }
 
@@ -578,9 +578,9 @@ static void stuck_where(pid_t pid, char *out, size_t outlen)
 		if (d->d_name[0] == '.')
 			continue;
 		snprintf(path, sizeof(path), "/proc/%d/task/%s/wchan", (int)pid, d->d_name);
-		read_text(path, wchan, sizeof(wchan));
+		tide__read_text(path, wchan, sizeof(wchan));
 		snprintf(path, sizeof(path), "/proc/%d/task/%s/comm", (int)pid, d->d_name);
-		read_text(path, comm, sizeof(comm));
+		tide__read_text(path, comm, sizeof(comm));
 		if (wchan[0] && strcmp(wchan, "0"))
 			used += (size_t)snprintf(out + used, outlen - used, "%s%s:%s",
 						 used ? " " : "", comm, wchan);

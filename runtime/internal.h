@@ -527,6 +527,8 @@ void tide__keepers_kick(struct tide_pool *p);
 /* A read a fault waits for starts / has completed (p may be a shard). */
 void tide__keepers_read_start(struct tide_pool *p);
 void tide__keepers_read_end(struct tide_pool *p);
+/* hazard.c: a small /proc or /sys text file, without its newline; "" on error. */
+char *tide__read_text(const char *path, char *buf, size_t len);
 /* The guest's haltpoll window in ns, 0 if off, -1 if not a haltpoll guest;
  * driver (may be NULL) gets the cpuidle driver's name. */
 long tide__guest_halt_poll(char *driver, size_t len);

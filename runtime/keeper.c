@@ -16,7 +16,6 @@
  * the keepers stand down (tide__keepers_start).
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <linux/futex.h>
 #include <sched.h>
@@ -133,19 +132,6 @@ void tide__keepers_read_end(struct tide_pool *p)
 	__atomic_sub_fetch(&kp->keep_reads, 1, __ATOMIC_RELEASE);
 }
 
-/* The first line of a small sysfs file into buf; its length, or -1. */
-static ssize_t read_line(const char *path, char *buf, size_t len)
-{
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	ssize_t n = fd >= 0 ? read(fd, buf, len - 1) : -1;
-
-	if (fd >= 0)
-		close(fd);
-	buf[n > 0 ? n : 0] = 0;
-	buf[strcspn(buf, "\n")] = 0;
-	return n > 0 ? (ssize_t)strlen(buf) : -1;
-}
-
 /*
  * The guest kernel's own halt polling: on a KVM guest whose cpuidle driver
  * is haltpoll, an idle vCPU polls for up to guest_halt_poll_ns before it
@@ -161,11 +147,11 @@ long tide__guest_halt_poll(char *driver, size_t len)
 {
 	char drv[32], ns[32];
 
-	read_line("/sys/devices/system/cpu/cpuidle/current_driver", drv, sizeof(drv));
+	tide__read_text("/sys/devices/system/cpu/cpuidle/current_driver", drv, sizeof(drv));
 	if (driver)
 		snprintf(driver, len, "%s", drv);
 	if (strcmp(drv, "haltpoll") ||
-	    read_line("/sys/module/haltpoll/parameters/guest_halt_poll_ns", ns, sizeof(ns)) <= 0)
+	    !*tide__read_text("/sys/module/haltpoll/parameters/guest_halt_poll_ns", ns, sizeof(ns)))
 		return -1;
 	return strtol(ns, NULL, 10);
 }

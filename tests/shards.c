@@ -682,6 +682,7 @@ Test(shards, wake_poll_keepers_are_one_per_cpu_not_per_shard)
 	o.service_threads = 2;
 	o.wake_poll_us = 1000;
 	o.signal_faults = 0;     /* keepers serve faults sent to service threads */
+	o.spin_us = 0;
 	cr_assert_eq(tide_pool_create(&pool, &o), 0, "%s", tide_last_error());
 	cr_expect_eq(test_threads_named("tide-keeper", NULL, 0), ncpu);
 	cr_assert_eq(tide_pool_destroy(pool), 0, "%s", tide_last_error());

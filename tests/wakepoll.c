@@ -95,6 +95,7 @@ Test(wakepoll, keepers_poll_while_hot_sleep_after_and_leave_with_the_pool)
 	o.page_size = 4 * KiB;
 	o.wake_poll_us = 2000;
 	o.signal_faults = 0;    /* keepers are for faults sent to the service thread */
+	o.spin_us = 0;          /* nor do they start beside a spinning one */
 	cr_assert_eq(keepers_now().count, 0);
 	cr_assert_eq(tide_pool_create(&pool, &o), 0, "%s", tide_last_error());
 	cr_expect_eq(keepers_now().count, ncpu, "one keeper per CPU");
@@ -149,6 +150,7 @@ Test(wakepoll, on_by_default)
 	tide_options_init(&o);
 	o.budget = 4 * MiB;
 	o.signal_faults = 0;
+	o.spin_us = 0;
 	cr_assert_gt(o.wake_poll_us, 0);
 	cr_assert_eq(tide_pool_create(&pool, &o), 0, "%s", tide_last_error());
 	cr_expect_eq(keepers_now().count, CPU_COUNT(&set));
@@ -209,6 +211,7 @@ static int keepers_of_a_new_pool(void)
 	o.budget = 4 * MiB;
 	o.wake_poll_us = 50;
 	o.signal_faults = 0;
+	o.spin_us = 0;
 	cr_assert_eq(tide_pool_create(&pool, &o), 0, "%s", tide_last_error());
 	n = keepers_now().count;
 	cr_assert_eq(tide_pool_destroy(pool), 0, "%s", tide_last_error());

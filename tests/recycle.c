@@ -186,7 +186,10 @@ Test(recycle, a_sequential_writer_gets_zeroed_contiguous_pages)
 	if (!tide__thp_available())
 		cr_skip_test("no transparent huge pages here: the data was checked, the pages' "
 			     "places were not");
-	cr_expect_geq(whole * 10, resident * 9,
+	/* Most, not all: on a machine hours into benchmarks 84-88% was seen
+	 * in one run in seven (old and new builds alike), the rest 90-100%;
+	 * without the huge-page seed it is 0 of 89 (scattered 4 KiB frames). */
+	cr_expect_geq(whole * 4, resident * 3,
 		      "%zu of %zu resident 64 KiB pages are one run of physical memory", whole,
 		      resident);
 }

@@ -523,6 +523,7 @@ struct tide_pool {
 /* ---- keeper.c ---- */
 int tide__keepers_start(struct tide_pool *p);
 void tide__keepers_stop(struct tide_pool *p);
+/* p (or a shard's parent) has keepers: keep them up a while. */
 void tide__keepers_kick(struct tide_pool *p);
 /* A read a fault waits for starts / has completed (p may be a shard). */
 void tide__keepers_read_start(struct tide_pool *p);

@@ -94,11 +94,23 @@ static void *keeper_main(void *arg)
 	return NULL;
 }
 
+/* The pool whose keepers serve p: one set per pool, a shard's are its
+ * parent's (loop.c starts them). */
+static struct tide_pool *keeper_pool(struct tide_pool *p)
+{
+	return p->parent ? p->parent : p;
+}
+
 /* The service thread served something: keep the vCPUs awake a while. */
 void tide__keepers_kick(struct tide_pool *p)
 {
-	uint64_t window = (uint64_t)p->opt.wake_poll_us * 1000;
-	uint64_t until = tide__now_ns() + window;
+	uint64_t window, until;
+
+	p = keeper_pool(p);
+	if (!p->keepers)
+		return;
+	window = (uint64_t)p->opt.wake_poll_us * 1000;
+	until = tide__now_ns() + window;
 
 	/* Move the deadline only when a quarter of the window has gone by:
 	 * the keepers read it all the time, and a store on every pass would
@@ -112,12 +124,9 @@ void tide__keepers_kick(struct tide_pool *p)
 	}
 }
 
-/* A shard's faults keep its parent's keepers (loop.c starts one set). */
 void tide__keepers_read_start(struct tide_pool *p)
 {
-	struct tide_pool *kp = p->parent ? p->parent : p;
-
-	__atomic_add_fetch(&kp->keep_reads, 1, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&keeper_pool(p)->keep_reads, 1, __ATOMIC_RELAXED);
 }
 
 /* The window starts again before the read stops counting: the copy, the
@@ -125,11 +134,8 @@ void tide__keepers_read_start(struct tide_pool *p)
  * that saw neither would halt its vCPU right before them. */
 void tide__keepers_read_end(struct tide_pool *p)
 {
-	struct tide_pool *kp = p->parent ? p->parent : p;
-
-	if (kp->keepers)
-		tide__keepers_kick(kp);
-	__atomic_sub_fetch(&kp->keep_reads, 1, __ATOMIC_RELEASE);
+	tide__keepers_kick(p);
+	__atomic_sub_fetch(&keeper_pool(p)->keep_reads, 1, __ATOMIC_RELEASE);
 }
 
 /*
@@ -157,10 +163,11 @@ long tide__guest_halt_poll(char *driver, size_t len)
 }
 
 /* One keeper per CPU the process may run on; none when the option is 0,
- * when the service thread spins, when there is only one CPU (no other vCPU to halt), or when the kernel
- * polls idle vCPUs itself: measured here (AMD VM, default placement, page
- * cache fills), one thread's faults ran 49-50k/s with the kernel's polling
- * and no keepers, 21-26k/s with both, 25-30k/s with keepers alone. */
+ * when the service thread spins, when there is only one CPU (no other vCPU
+ * to halt), or when the kernel polls idle vCPUs itself: measured here (AMD
+ * VM, default placement, page-cache fills), one thread's faults ran
+ * 49-50k/s with the kernel's polling and no keepers, 21-26k/s with both,
+ * 25-30k/s with keepers alone. */
 int tide__keepers_start(struct tide_pool *p)
 {
 	cpu_set_t allowed;

@@ -128,11 +128,8 @@ static int pass(struct tide_pool *p)
 	tide__state_unlock(p, true);
 	p->doing = "waiting in the event loop";
 	if (work) {
-		struct tide_pool *kp = p->parent ? p->parent : p;
-
 		__atomic_store_n(&p->last_progress_ns, tide__now_ns(), __ATOMIC_RELAXED);
-		if (kp->keepers)
-			tide__keepers_kick(kp);
+		tide__keepers_kick(p);
 	}
 	return work;
 }

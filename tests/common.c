@@ -59,13 +59,14 @@ void test_require_uffd(void)
 
 void test_require_keepers(void)
 {
+	long halt_poll = tide__guest_halt_poll(NULL, 0);
 	cpu_set_t set;
 
 	if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) < 2)
 		cr_skip_test("one CPU: no other vCPU to keep awake, so no keepers start");
-	if (tide__guest_halt_poll(NULL, 0) > 0)
+	if (halt_poll > 0)
 		cr_skip_test("the guest kernel polls idle vCPUs itself (haltpoll, guest_halt_poll_ns "
-			     "%ld): no keepers start", tide__guest_halt_poll(NULL, 0));
+			     "%ld): no keepers start", halt_poll);
 }
 
 void test_require_writeback(enum tide_writeback wb)

@@ -19,7 +19,28 @@ struct keepers {
 	unsigned long long cpu_ticks;   /* utime + stime of them all */
 };
 
-/* Read /proc/self/task/N/{comm,stat} of the threads named tide-keeper. */
+/* State and utime + stime (clock ticks) of thread `tid` of this process,
+ * from /proc/self/task/TID/stat (fields 3, 14 and 15); false if gone. */
+static bool task_stat(const char *tid, char *state, unsigned long long *ticks)
+{
+	char path[300], buf[512], *p = NULL;
+	unsigned long long ut, st;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%s/stat", tid);
+	if (!(f = fopen(path, "r")))
+		return false;
+	if (fgets(buf, sizeof(buf), f))
+		p = strrchr(buf, ')');
+	fclose(f);
+	if (!p || sscanf(p + 2, "%c %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %llu %llu",
+			 state, &ut, &st) != 3)
+		return false;
+	*ticks = ut + st;
+	return true;
+}
+
+/* The threads named tide-keeper: how many, how many asleep, their CPU. */
 static struct keepers keepers_now(void)
 {
 	struct keepers k = { 0 };
@@ -28,7 +49,8 @@ static struct keepers keepers_now(void)
 
 	cr_assert_not_null(d);
 	while ((e = readdir(d))) {
-		char path[300], buf[512];
+		char path[300], name[32] = "", state;
+		unsigned long long ticks;
 		FILE *f;
 
 		if (e->d_name[0] == '.')
@@ -36,27 +58,14 @@ static struct keepers keepers_now(void)
 		snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
 		if (!(f = fopen(path, "r")))
 			continue;
-		if (!fgets(buf, sizeof(buf), f) || strncmp(buf, "tide-keeper", 11)) {
-			fclose(f);
-			continue;
-		}
+		if (!fgets(name, sizeof(name), f))
+			name[0] = 0;
 		fclose(f);
-		snprintf(path, sizeof(path), "/proc/self/task/%s/stat", e->d_name);
-		if (!(f = fopen(path, "r")))
+		if (strncmp(name, "tide-keeper", 11) || !task_stat(e->d_name, &state, &ticks))
 			continue;
-		if (fgets(buf, sizeof(buf), f)) {
-			char *p = strrchr(buf, ')'), state;
-			unsigned long long ut, st;
-
-			/* state is field 3, utime and stime fields 14 and 15 */
-			if (p && sscanf(p + 2, "%c %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %llu %llu",
-					&state, &ut, &st) == 3) {
-				k.count++;
-				k.sleeping += state == 'S';
-				k.cpu_ticks += ut + st;
-			}
-		}
-		fclose(f);
+		k.count++;
+		k.sleeping += state == 'S';
+		k.cpu_ticks += ticks;
 	}
 	closedir(d);
 	return k;
@@ -243,19 +252,12 @@ Test(wakepoll, keepers_stand_down_where_the_kernel_polls_idle_vcpus, .fini = hal
 /* utime + stime of one thread, in clock ticks. */
 static unsigned long long thread_ticks(pid_t tid)
 {
-	char path[64], buf[512], *p;
-	unsigned long long ut = 0, st = 0;
-	FILE *f;
+	char id[16], state;
+	unsigned long long ticks = 0;
 
-	snprintf(path, sizeof(path), "/proc/self/task/%d/stat", (int)tid);
-	f = fopen(path, "r");
-	cr_assert_not_null(f, "%s: %s", path, strerror(errno));
-	cr_assert_not_null(fgets(buf, sizeof(buf), f));
-	fclose(f);
-	p = strrchr(buf, ')');
-	cr_assert(p && sscanf(p + 2, "%*c %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %llu %llu",
-			      &ut, &st) == 2);
-	return ut + st;
+	snprintf(id, sizeof(id), "%d", (int)tid);
+	cr_assert(task_stat(id, &state, &ticks), "no /proc/self/task/%s/stat", id);
+	return ticks;
 }
 
 static unsigned long long ticks_over_ms(pid_t tid, unsigned ms)

@@ -28,7 +28,11 @@
  * Other options (TIDE_SPIN_US, TIDE_SERVICE_CPU, TIDE_READ_AHEAD...) come
  * from the environment, so run.sh can compare them without a rebuild.
  *
- * Usage: bench_fault [--secs S] --file F [--budget N] [--app-cpu C] SPEC...|all
+ * --busy N runs N compute-bound threads beside the app threads for the
+ * same time and reports their work as a share of what they did alone
+ * (busy_share): what the runtime's polling costs a program's own threads.
+ *
+ * Usage: bench_fault [--secs S] --file F [--budget N] [--app-cpu C] [--busy N] SPEC...|all
  *        bench_fault --list    (the specs of `all`, one a line)
  */
 #include <dirent.h>
@@ -49,6 +53,8 @@ static uint64_t file_size;
 static uint64_t budget = 256 * MiB;
 static int app_cpu = -1;          /* --app-cpu: pin app thread i to (app_cpu + i) % ncpu */
 static const char *name_tag;      /* --tag: appended to the names, for environment variants */
+static int busy_threads;          /* --busy: compute-bound threads beside the app threads */
+static double busy_alone;         /* their rate with nothing else running, measured once */
 
 struct spec {
 	char pattern[16], source[8];
@@ -222,6 +228,52 @@ static void *worker_main(void *arg)
 	return NULL;
 }
 
+/* A compute-bound thread beside the app threads: a program's own work,
+ * which a service thread that polls takes CPU from. Counts rounds of a
+ * xorshift until the deadline. */
+struct busy {
+	uint64_t deadline, rounds;
+	pthread_t thread;
+};
+
+static void *busy_main(void *arg)
+{
+	struct busy *b = arg;
+	uint64_t x = 88172645463325252ull, n = 0;
+
+	while (now_ns() < b->deadline) {
+		for (int i = 0; i < 4096; i++) {
+			x ^= x << 13;
+			x ^= x >> 7;
+			x ^= x << 17;
+		}
+		n++;
+	}
+	b->rounds = n + (x == 0);
+	return NULL;
+}
+
+static void busy_start(struct busy *b, int n, uint64_t deadline)
+{
+	for (int i = 0; i < n; i++) {
+		b[i] = (struct busy){ .deadline = deadline };
+		if (pthread_create(&b[i].thread, NULL, busy_main, &b[i]))
+			die("pthread_create failed");
+	}
+}
+
+/* Rounds per second, all busy threads together. */
+static double busy_join(struct busy *b, int n, uint64_t start)
+{
+	uint64_t rounds = 0;
+
+	for (int i = 0; i < n; i++) {
+		pthread_join(b[i].thread, NULL);
+		rounds += b[i].rounds;
+	}
+	return (double)rounds * 1e9 / (double)(now_ns() - start);
+}
+
 /* Put the file where the spec wants it before the pool reads it. */
 static void place_file(int fd, bool cache)
 {
@@ -292,6 +344,8 @@ static void spec_name(const struct spec *s, char *buf, size_t len)
 		n += snprintf(buf + n, len - (size_t)n, ".%s", tide_writeback_name(s->wb));
 	if (s->threads > 1 && n > 0 && (size_t)n < len)
 		n += snprintf(buf + n, len - (size_t)n, ".t%d", s->threads);
+	if (busy_threads && n > 0 && (size_t)n < len)
+		n += snprintf(buf + n, len - (size_t)n, ".busy%d", busy_threads);
 	/* Pinned runs are named apart: placement is what they measure. */
 	if (app_cpu >= 0 && n > 0 && (size_t)n < len)
 		n += snprintf(buf + n, len - (size_t)n, ".pin%d", app_cpu);
@@ -307,6 +361,7 @@ static void run(const struct spec *s)
 	struct tide_options opt;
 	struct tide_stats st0, st1;
 	struct worker w[64];
+	struct busy b[64];
 	struct out o;
 	tide_pool *pool;
 	char name[96];
@@ -372,6 +427,7 @@ static void run(const struct spec *s)
 	double svc0 = service_cpu_s();
 	uint64_t start = now_ns(), deadline = start + (uint64_t)(secs * 1e9);
 	uint64_t slice = (to - from) / (uint64_t)s->threads / (4 * KiB) * (4 * KiB);
+	busy_start(b, busy_threads, deadline);
 	for (int i = 0; i < s->threads; i++) {
 		w[i] = (struct worker){ .s = s, .pool = pool, .fd = fd, .base = base,
 					.seed = 0x9e3779b9u + 7919u * (uint64_t)i,
@@ -390,6 +446,7 @@ static void run(const struct spec *s)
 			per_s += (double)w[i].touches * 1e9 / (double)w[i].busy_ns;
 	}
 	uint64_t el = now_ns() - start;
+	double busy_rate = busy_join(b, busy_threads, start);
 	tide_pool_stats(pool, &st1);
 	double svc = service_cpu_s() - svc0;
 	uint64_t t = now_ns();
@@ -435,6 +492,7 @@ static void run(const struct spec *s)
 		out_u64(&o, "signal_waits", st1.signal_waits - st0.signal_waits);
 		out_u64(&o, "signal_sleeps", st1.signal_sleeps - st0.signal_sleeps);
 	}
+	out_u64(&o, "spin_rests", st1.spin_rests - st0.spin_rests);
 	out_u64(&o, "store_reads", st1.store_reads - st0.store_reads);
 	out_u64(&o, "store_writes", st1.store_writes - st0.store_writes);
 	out_num(&o, "fill_mbps", (double)(st1.bytes_read - st0.bytes_read) / sec / 1e6);
@@ -451,6 +509,11 @@ static void run(const struct spec *s)
 	out_num(&o, "unmap_s", unmap_s);
 	out_str(&o, "writeback", tide_writeback_name((enum tide_writeback)st1.writeback));
 	out_u64(&o, "odirect", (uint64_t)st1.odirect);
+	if (busy_threads) {
+		/* The busy threads' work against the same threads alone. */
+		out_u64(&o, "busy_threads", (uint64_t)busy_threads);
+		out_num(&o, "busy_share", busy_alone > 0 ? busy_rate / busy_alone : 0);
+	}
 	out_end(&o);
 }
 
@@ -503,7 +566,7 @@ int main(int argc, char **argv)
 	int i;
 
 	if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
-		printf("usage: bench_fault [--secs S] --file F [--budget N] [--app-cpu C] [--tag T] SPEC...|all\n"
+		printf("usage: bench_fault [--secs S] --file F [--budget N] [--app-cpu C] [--busy N] [--tag T] SPEC...|all\n"
 		       "       bench_fault --list\n"
 		       "  SPEC = pattern:source:page[:writeback[:threads]] (see the top of bench_fault.c)\n");
 		return 0;
@@ -526,6 +589,8 @@ int main(int argc, char **argv)
 			app_cpu = atoi(argv[i + 1]);
 		else if (!strcmp(argv[i], "--tag"))
 			name_tag = argv[i + 1];
+		else if (!strcmp(argv[i], "--busy"))
+			busy_threads = atoi(argv[i + 1]);
 		else
 			die("unknown option %s", argv[i]);
 	}
@@ -535,6 +600,15 @@ int main(int argc, char **argv)
 	if (stat(file, &st) < 0)
 		die("%s: %s (make it with bench_raw mkfile)", file, strerror(errno));
 	file_size = (uint64_t)st.st_size;
+	if (busy_threads < 0 || busy_threads > 64)
+		die("--busy takes 0 to 64 threads");
+	if (busy_threads) {
+		struct busy b[64];
+		uint64_t start = now_ns();
+
+		busy_start(b, busy_threads, start + (uint64_t)(secs * 1e9));
+		busy_alone = busy_join(b, busy_threads, start);
+	}
 	signal(SIGALRM, on_alarm);
 	for (; i < argc; i++) {
 		size_t n = !strcmp(argv[i], "all") ? sizeof(all_specs) / sizeof(all_specs[0]) : 1;

@@ -11,8 +11,9 @@
 # file goes; --results: where the report goes (bench/results/); --build: the
 # build to measure (build-bench, a release build made here if missing).
 # Any TIDE_* variable in the environment reaches every tide run (e.g.
-# TIDE_SPIN_US=50); the ".nopoll" runs turn wake polling off
-# (TIDE_WAKE_POLL_US=0), and so do the pinned ones, where it only costs.
+# TIDE_SPIN_US=50); the ".nopoll" runs turn polling off (TIDE_SPIN_US=0 and
+# TIDE_WAKE_POLL_US=0), ".nospin" the service thread's (TIDE_SPIN_US=0), and
+# the pinned runs the keepers (TIDE_WAKE_POLL_US=0), where they only cost.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -107,9 +108,19 @@ part_tide() {
 	# fits only if its shard borrows the idle one's budget.
 	TIDE_WAKE_POLL_US=0 TIDE_SERVICE_THREADS=2 "$fault" --secs "$secs" --file "$data" --budget "$budget" --app-cpu 0 \
 		--tag shards permread:cache:4k | tag "$1" >>"$jsonl" || true
-	TIDE_WAKE_POLL_US=0 "$fault" --secs "$secs" --file "$data" \
+	# Placement by default: no polling at all, keepers only (the default
+	# before the service thread polled), and one compute-bound thread
+	# beside the app, with and without the service thread's polling.
+	TIDE_WAKE_POLL_US=0 TIDE_SPIN_US=0 "$fault" --secs "$secs" --file "$data" \
 		--budget "$budget" --tag nopoll permread:cache:4k randread:cache:4k \
 		randread:cache:4k:fixed:2 | tag "$1" >>"$jsonl" || true
+	TIDE_SPIN_US=0 "$fault" --secs "$secs" --file "$data" --budget "$budget" --tag nospin \
+		permread:cache:4k randread:cache:4k randread:cache:4k:fixed:2 randread:disk:4k \
+		| tag "$1" >>"$jsonl" || true
+	"$fault" --secs "$secs" --file "$data" --budget "$budget" --busy 1 \
+		permread:cache:4k | tag "$1" >>"$jsonl" || true
+	TIDE_SPIN_US=0 "$fault" --secs "$secs" --file "$data" --budget "$budget" --busy 1 --tag nospin \
+		permread:cache:4k | tag "$1" >>"$jsonl" || true
 	# Faults served on the faulting thread (TIDE_SIGNAL_FAULTS): the same
 	# figures at default placement, with shards, and from disk (pinned:
 	# above).
@@ -269,6 +280,7 @@ function fmt(v, unit) {
 	if (v == "") return "n/a"
 	if (unit == "MB/s") return sprintf("%.0f MB/s", v)
 	if (unit == "ms/GB") return sprintf("%.0f ms/GB", v)
+	if (unit == "share") return sprintf("%.2f", v)
 	if (v >= 10000) return sprintf("%.1fk/s", v / 1000)
 	return sprintf("%.0f/s", v)
 }
@@ -278,13 +290,18 @@ END {
 	print "| figure | tide | limit | ratio | target | met |"
 	print "|---|---|---|---|---|---|"
 	row("fill per fault, 1 thread, 4 KiB, page cache, room in the pool (vs uffd same-vCPU round trip)", "tide.permread.cache.4k", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
-	row("same, wake polling off (TIDE_WAKE_POLL_US=0)", "tide.permread.cache.4k.nopoll", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
+	row("same, keepers only (TIDE_SPIN_US=0: the service thread sleeps after each pass; the default before 2026-11-23)", "tide.permread.cache.4k.nospin", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
+	row("same, no polling (TIDE_SPIN_US=0 TIDE_WAKE_POLL_US=0)", "tide.permread.cache.4k.nopoll", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
+	row("same, one compute-bound thread beside the app (--busy 1)", "tide.permread.cache.4k.busy1", "faults_per_s", "uffd.same.4k", "per_s", "")
+	row("same, one compute-bound thread, keepers only (TIDE_SPIN_US=0)", "tide.permread.cache.4k.busy1.nospin", "faults_per_s", "uffd.same.4k", "per_s", "")
+	row("work of the compute-bound thread beside tide, polling service thread (vs keepers only; each as a share of its work alone)", "tide.permread.cache.4k.busy1", "busy_share", "tide.permread.cache.4k.busy1.nospin", "busy_share", "", "share")
 	row("same, tide and app pinned to one vCPU, wake polling off (vs the same-vCPU round trip over the same walk, just before and after)", "tide.permread.cache.4k.pin0", "faults_per_s", "uffd.same.4k.beside", "per_s", 0.7)
 	row("same, data in memory: a custom store that copies and completes at once, no system call (pinned, polling off)", "tide.permread.mem.4k.pin0", "faults_per_s", "uffd.same.4k.beside", "per_s", 0.7)
 	row("same, default placement, both with idle vCPUs polling (vs the minimal handler with polling)", "tide.permread.cache.4k", "faults_per_s", "uffd.unpinned_wakepoll.4k", "per_s", "")
 	row("same, both without polling (vs the minimal handler at default placement)", "tide.permread.cache.4k.nopoll", "faults_per_s", "uffd.unpinned.4k", "per_s", "")
 	row("fill per fault with a full pool (every fill evicts), 4 KiB (vs uffd same-vCPU)", "tide.randread.cache.4k", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
-	row("same, wake polling off", "tide.randread.cache.4k.nopoll", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
+	row("same, keepers only (TIDE_SPIN_US=0)", "tide.randread.cache.4k.nospin", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
+	row("same, no polling", "tide.randread.cache.4k.nopoll", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
 	row("same, tide and app pinned to one vCPU, wake polling off (vs the round trip beside it, as above)", "tide.randread.cache.4k.pin0", "faults_per_s", "uffd.same.4k.beside", "per_s", 0.7)
 	row("sequential 4 KiB reads, page cache, pages/s (read-ahead: few faults)", "tide.seqread.cache.4k", "per_s", "uffd.same.4k", "per_s", "")
 	row("fill per fault vs a minimal pager (pread + COPY + DONTNEED, same vCPU)", "tide.randread.cache.4k", "faults_per_s", "pager.same.4k", "per_s", "")
@@ -295,7 +312,8 @@ END {
 	row("same, one service thread, vs what one server can do: one shared uffd and one handler thread for both", "tide.permread.cache.4k.t2.pin0", "faults_per_s", "uffd2.shared.4k", "per_s", "")
 	row("one app thread on two shards (pinned, polling off): its walk fits once its shard borrows the budget of the idle shard; evictions and peak in the last table (vs one service thread)", "tide.permread.cache.4k.pin0.shards", "faults_per_s", "tide.permread.cache.4k.pin0", "faults_per_s", "")
 	row("two app threads sharing a region, default placement, full pool", "tide.randread.cache.4k.t2", "faults_per_s", "uffd2.percpu.4k", "per_s", 0.7)
-	row("same, wake polling off", "tide.randread.cache.4k.t2.nopoll", "faults_per_s", "uffd2.percpu.4k", "per_s", 0.7)
+	row("same, keepers only (TIDE_SPIN_US=0)", "tide.randread.cache.4k.t2.nospin", "faults_per_s", "uffd2.percpu.4k", "per_s", 0.7)
+	row("same, no polling", "tide.randread.cache.4k.t2.nopoll", "faults_per_s", "uffd2.percpu.4k", "per_s", 0.7)
 	row("halt polling by the guest kernel on (guest_halt_poll_ns=200000, set by the bench for these runs; the keepers of tide stand down): fill per fault, 1 thread, 4 KiB, page cache, room in the pool, default placement (vs uffd same-vCPU round trip)", "tide.permread.cache.4k.haltpoll", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
 	row("same, vs the minimal handler at default placement, halt polling on", "tide.permread.cache.4k.haltpoll", "faults_per_s", "uffd.unpinned.4k.haltpoll", "per_s", "")
 	row("same, full pool (every fill evicts)", "tide.randread.cache.4k.haltpoll", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
@@ -354,6 +372,9 @@ END {
 		u = q[3] == "mbps" ? "MB/s" : ""
 		printf "| %s (%s) | %s | %s | %s |\n", q[1], q[3] == "mbps" ? "MB/s" : "touches/s", fmt(t, u), fmt(k, u), (t != "" && k > 0) ? sprintf("%.2f", t / k) : "n/a"
 	}
+	t = get("tide.randread.disk.4k.nospin,per_s"); k = get("mmap.randread.4k,per_s")
+	if (t != "")
+		printf "| randread.disk.4k, keepers only (TIDE_SPIN_US=0) (touches/s) | %s | %s | %s |\n", fmt(t, ""), fmt(k, ""), (t != "" && k > 0) ? sprintf("%.2f", t / k) : "n/a"
 	t = get("tide.randread.disk.4k.haltpoll,per_s"); k = get("mmap.randread.4k.haltpoll,per_s")
 	if (t != "" || k != "")
 		printf "| randread.disk.4k, guest halt polling on, both (touches/s) | %s | %s | %s |\n", fmt(t, ""), fmt(k, ""), (t != "" && k > 0) ? sprintf("%.2f", t / k) : "n/a"

@@ -211,7 +211,8 @@ struct tide_stats {
 	int reserved_pad;
 	uint64_t signal_waits;      /* times a thread serving its own fault waited: its page on its way, no room */
 	uint64_t signal_sleeps;     /* of those waits, ones polling (TIDE_WAKE_POLL_US) did not end: it slept */
-	uint64_t reserved[6];       /* zero; room to grow without breaking the ABI */
+	uint64_t spin_rests;        /* times a polling service thread (TIDE_SPIN_US) gave its CPU to a busy thread and slept */
+	uint64_t reserved[5];       /* zero; room to grow without breaking the ABI */
 };
 
 int tide_pool_stats(tide_pool *pool, struct tide_stats *stats);

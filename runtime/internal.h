@@ -465,6 +465,9 @@ struct tide_pool {
 	uv_timer_t retry;         /* a store's write-back back-off ends */
 	uv_idle_t spin;
 	uint64_t spin_until;      /* ns: TIDE_SPIN_US polling ends then */
+	uint64_t spin_rest_until; /* ns: another thread wanted this CPU; no polling till then */
+	uint64_t spin_rest_ns;    /* the last rest's length: rests in a row grow */
+	int spin_cpu;             /* where the service thread polls, -1 when it does not */
 	uv_thread_t thread;
 	uv_sem_t started;
 	int start_error;
@@ -517,6 +520,7 @@ struct tide_pool {
 	uint32_t keep_seq;        /* futex word the sleeping keepers wait on */
 	uint32_t keep_sleepers;
 	uint32_t keep_reads;      /* demand reads in flight: stay awake for them */
+	uint64_t spin_cpus;       /* CPUs (< 64) a service thread polls on: no keeper spins there */
 	bool keep_stop;
 };
 
@@ -526,6 +530,8 @@ void tide__keepers_stop(struct tide_pool *p);
 /* p (or a shard's parent) has keepers: keep them up a while. */
 void tide__keepers_kick(struct tide_pool *p);
 /* A read a fault waits for starts / has completed (p may be a shard). */
+bool tide__keepers_reading(struct tide_pool *p);
+void tide__keepers_spinning(struct tide_pool *p, int cpu);
 void tide__keepers_read_start(struct tide_pool *p);
 void tide__keepers_read_end(struct tide_pool *p);
 /* hazard.c: a small /proc or /sys text file, without its newline; "" on error. */
@@ -552,6 +558,17 @@ static inline uint64_t tide__pool_budget(const struct tide_pool *p)
 	return __atomic_load_n(&p->share, __ATOMIC_RELAXED) - p->giving;
 }
 /* A spin-wait's pause: lets the sibling hyperthread (or the host) run. */
+/*
+ * How long past its window a demand read in flight keeps the keepers and a
+ * spinning service thread up. A fault that waits for the disk is three
+ * wake-ups, not two: the read's completion wakes the service thread, which
+ * then wakes the faulting thread, ~100 us after the window of the pass
+ * that issued the read ran out. Flash answers in 10-500 us (100-300 here);
+ * a read that takes longer is slow enough that a halted vCPU costs little
+ * beside it, and spinning for it would burn the CPU for nothing.
+ */
+#define TIDE_READ_WAIT_NS (1000 * 1000ull)
+
 static inline void tide__cpu_relax(void)
 {
 #if defined(__x86_64__) || defined(__i386__)

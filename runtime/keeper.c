@@ -13,7 +13,9 @@
  * is the idle CPU time of the hot periods, burnt. Between hot periods the
  * keepers sleep on a futex. Where the guest kernel polls idle vCPUs itself
  * (the haltpoll cpuidle driver with a window), it does this better, and
- * the keepers stand down (tide__keepers_start).
+ * the keepers stand down (tide__keepers_start). A service thread that
+ * polls (TIDE_SPIN_US, loop.c) keeps its own vCPU awake: the keeper there
+ * gives way to it (tide__keepers_spinning) and keeps the others'.
  */
 #include <errno.h>
 #include <limits.h>
@@ -43,17 +45,6 @@ static void futex_wake_all(uint32_t *word)
 	syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
 }
 
-/*
- * How long past the window a demand read in flight keeps the keepers up. A
- * fault that waits for the disk is three wake-ups, not two: the read's
- * completion wakes the service thread, which then wakes the faulting
- * thread, ~100 us after the window of the pass that issued the read ran
- * out. Flash answers in 10-500 us (100-300 here); a read that takes longer
- * than this is slow enough that a halted vCPU costs little beside it, and
- * a keeper that spun for it would burn the CPU for nothing.
- */
-#define KEEP_READ_NS (1000 * 1000ull)
-
 /* The read count first: a read that has stopped counting moved the window
  * on before (tide__keepers_read_end), so this sees the new deadline. */
 static bool hot(const struct tide_pool *p)
@@ -61,7 +52,7 @@ static bool hot(const struct tide_pool *p)
 	uint32_t reads = __atomic_load_n(&p->keep_reads, __ATOMIC_ACQUIRE);
 	uint64_t now = tide__now_ns(), until = __atomic_load_n(&p->keep_until, __ATOMIC_SEQ_CST);
 
-	return now < until || (reads && now < until + KEEP_READ_NS);
+	return now < until || (reads && now < until + TIDE_READ_WAIT_NS);
 }
 
 static void *keeper_main(void *arg)
@@ -80,9 +71,17 @@ static void *keeper_main(void *arg)
 	while (!__atomic_load_n(&p->keep_stop, __ATOMIC_ACQUIRE)) {
 		uint32_t seq;
 
-		while (hot(p))
+		while (hot(p)) {
+			/* The service thread polls on this CPU: it keeps the
+			 * vCPU awake itself, and a keeper would take the turns
+			 * its sched_yield() gives away. */
+			if (k->cpu < 64 && (__atomic_load_n(&p->spin_cpus, __ATOMIC_RELAXED) >> k->cpu & 1)) {
+				sched_yield();
+				continue;
+			}
 			for (int i = 0; i < 64; i++)
 				tide__cpu_relax();
+		}
 		/* Announce the sleep, then look once more: either the service
 		 * thread sees a sleeper and bumps the word, or we see its kick. */
 		__atomic_add_fetch(&p->keep_sleepers, 1, __ATOMIC_SEQ_CST);
@@ -124,6 +123,30 @@ void tide__keepers_kick(struct tide_pool *p)
 	}
 }
 
+/* The service thread of p polls on cpu now (-1: it stopped polling). The
+ * keeper there yields instead of spinning: the poller yields between its
+ * looks, and a keeper that took those turns would hold the CPU until the
+ * next tick (together they ran 23-25k faults/s at default placement, the
+ * poller alone 45-50k). Only CPUs below 64 are marked; a keeper above
+ * spins as before. */
+void tide__keepers_spinning(struct tide_pool *p, int cpu)
+{
+	struct tide_pool *k = keeper_pool(p);
+
+	if (cpu == p->spin_cpu)
+		return;
+	if (p->spin_cpu >= 0 && p->spin_cpu < 64)
+		__atomic_and_fetch(&k->spin_cpus, ~(1ull << p->spin_cpu), __ATOMIC_RELAXED);
+	if (cpu >= 0 && cpu < 64)
+		__atomic_or_fetch(&k->spin_cpus, 1ull << cpu, __ATOMIC_RELAXED);
+	p->spin_cpu = cpu;
+}
+
+bool tide__keepers_reading(struct tide_pool *p)
+{
+	return __atomic_load_n(&keeper_pool(p)->keep_reads, __ATOMIC_RELAXED) != 0;
+}
+
 void tide__keepers_read_start(struct tide_pool *p)
 {
 	__atomic_add_fetch(&keeper_pool(p)->keep_reads, 1, __ATOMIC_RELAXED);
@@ -163,7 +186,7 @@ long tide__guest_halt_poll(char *driver, size_t len)
 }
 
 /* One keeper per CPU the process may run on; none when the option is 0,
- * when the service thread spins, when there is only one CPU (no other vCPU
+ * when there is only one CPU (no other vCPU
  * to halt), or when the kernel polls idle vCPUs itself: measured here (AMD
  * VM, default placement, page-cache fills), one thread's faults ran
  * 49-50k/s with the kernel's polling and no keepers, 21-26k/s with both,
@@ -174,11 +197,7 @@ int tide__keepers_start(struct tide_pool *p)
 	long halt_poll;
 	int n = 0;
 
-	/* A spinning service thread (TIDE_SPIN_US) needs no wake-up, and a
-	 * keeper on its vCPU takes the turns its sched_yield() gives away:
-	 * one thread at default placement ran 45-50k faults/s spinning alone,
-	 * 23-25k with keepers, 30k with keepers alone. */
-	if (!p->opt.wake_poll_us || p->opt.spin_us)
+	if (!p->opt.wake_poll_us)
 		return 0;
 	if ((halt_poll = tide__guest_halt_poll(NULL, 0)) > 0) {
 		if (p->opt.verbose)

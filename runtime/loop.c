@@ -12,6 +12,7 @@
  */
 #include <errno.h>
 #include <sched.h>
+#include <sys/resource.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -134,41 +135,96 @@ static int pass(struct tide_pool *p)
 	return work;
 }
 
+/*
+ * TIDE_SPIN_US: after activity the service thread polls the loop instead of
+ * sleeping in it, so the next fault or completion costs it no wake-up. It
+ * polls with sched_yield() between looks, so a thread woken on its CPU runs
+ * at once. When a yield comes back late having switched to another thread
+ * (SPIN_YIELDED_NS, and an involuntary switch counted: time the hypervisor
+ * took the vCPU away is not one), this CPU is wanted by a thread with work
+ * of its own; a poller that stayed would share the CPU with it round by
+ * round and lose the wake-up preemption a sleeping service thread gets when
+ * a fault or a completion arrives. It sleeps in the loop instead for
+ * SPIN_REST_MIN_NS, twice as long each time this happens within a second of
+ * the last rest, up to SPIN_REST_MAX_NS. (The slice a busy thread gets is
+ * 3-4 ms here; the app's own unmaps and the host's steal make ~1 ms gaps.)
+ */
+#define SPIN_YIELDED_NS (2 * 1000 * 1000ull)
+#define SPIN_REST_MIN_NS (4 * 1000 * 1000ull)
+#define SPIN_REST_MAX_NS (256 * 1000 * 1000ull)
+#define SPIN_TURN_NS (1000 * 1000ull)
+
 static void on_spin(uv_idle_t *h);
 
 /* Activity: poll until TIDE_SPIN_US after it. */
 static void spin_start(struct tide_pool *p)
 {
+	uint64_t now;
+
 	/* Faults served on their own threads need nobody polling. */
 	if (!p->opt.spin_us || p->opt.signal_faults || p->stopping)
 		return;
-	p->spin_until = tide__now_ns() + (uint64_t)p->opt.spin_us * 1000;
+	now = tide__now_ns();
+	if (now < p->spin_rest_until)
+		return;
+	p->spin_until = now + (uint64_t)p->opt.spin_us * 1000;
 	if (!uv_is_active((uv_handle_t *)&p->spin))
 		uv_idle_start(&p->spin, on_spin);
+}
+
+static void spin_rest(struct tide_pool *p, uint64_t now)
+{
+	uint64_t rest = SPIN_REST_MIN_NS;
+
+	if (p->spin_rest_ns && now < p->spin_rest_until + 1000 * 1000 * 1000ull)
+		rest = p->spin_rest_ns * 2 < SPIN_REST_MAX_NS ? p->spin_rest_ns * 2 : SPIN_REST_MAX_NS;
+	p->spin_rest_ns = rest;
+	p->spin_rest_until = now + rest;
+	tide__state_lock(p);
+	p->st.c.spin_rests++;
+	tide__state_unlock(p, false);
+}
+
+/* This thread's involuntary context switches. */
+static long switched_out(void)
+{
+	struct rusage ru;
+
+	return getrusage(RUSAGE_THREAD, &ru) < 0 ? -1 : ru.ru_nivcsw;
 }
 
 static void on_spin(uv_idle_t *h)
 {
 	struct tide_pool *p = h->data;
-	uint64_t turn = tide__now_ns() + 1000000;
+	uint64_t turn = tide__now_ns() + SPIN_TURN_NS;
 
-	/* Poll without sleeping until the window passes with nothing to do;
-	 * give the loop a turn each millisecond for timers and closes (the
-	 * window's end is the pool's, so a turn does not restart it). */
+	/* Poll until the window passes with nothing to do, or a demand read
+	 * a fault waits for is still out (TIDE_READ_WAIT_NS more); give the
+	 * loop a turn each SPIN_TURN_NS for timers and closes (the window's
+	 * end is the pool's, so a turn does not restart it). */
 	for (;;) {
 		uint64_t now;
+		long switches;
 
 		if (pass(p))
 			p->spin_until = tide__now_ns() + (uint64_t)p->opt.spin_us * 1000;
 		now = tide__now_ns();
-		if (now >= p->spin_until) {
-			uv_idle_stop(h);
-			return;
-		}
+		if (now >= p->spin_until &&
+		    !(tide__keepers_reading(p) && now < p->spin_until + TIDE_READ_WAIT_NS))
+			break;
 		if (now >= turn)
 			return;
+		/* The keeper of this CPU gives way to us (keeper.c). */
+		tide__keepers_spinning(p, sched_getcpu());
+		switches = switched_out();
 		sched_yield();
+		if (tide__now_ns() - now > SPIN_YIELDED_NS && switched_out() != switches) {
+			spin_rest(p, now);
+			break;
+		}
 	}
+	tide__keepers_spinning(p, -1);
+	uv_idle_stop(h);
 }
 
 static void on_event(uv_poll_t *h, int status, int events)
@@ -248,6 +304,7 @@ static void stop_loop(struct tide_pool *p)
 	uv_close((uv_handle_t *)&p->wakeup, NULL);
 	uv_close((uv_handle_t *)&p->timer, NULL);
 	uv_close((uv_handle_t *)&p->retry, NULL);
+	tide__keepers_spinning(p, -1);
 	uv_close((uv_handle_t *)&p->spin, NULL);
 }
 
@@ -277,6 +334,7 @@ static void service_main(void *arg)
 	if (ret < 0)
 		goto fail;
 	p->uffd_poll.data = p->ring_poll.data = p->wakeup.data = p->timer.data = p->spin.data = p;
+	p->spin_cpu = -1;
 	p->retry.data = p;
 	if ((ret = uv_poll_init(&p->loop, &p->uffd_poll, p->uffd)) < 0 ||
 	    (ret = uv_poll_init(&p->loop, &p->ring_poll, p->ring_efd)) < 0 ||

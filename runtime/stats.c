@@ -105,6 +105,7 @@ void tide__stats_sum(struct tide_stats *sum, struct tide__stats *all,
 	ADD(fills_recycled);
 	ADD(signal_waits);
 	ADD(signal_sleeps);
+	ADD(spin_rests);
 #undef ADD
 	sum->writeback = s->writeback;     /* every shard resolves it alike */
 	sum->recycle = s->recycle;

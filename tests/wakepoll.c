@@ -3,10 +3,12 @@
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -104,7 +106,7 @@ Test(wakepoll, keepers_poll_while_hot_sleep_after_and_leave_with_the_pool)
 	o.page_size = 4 * KiB;
 	o.wake_poll_us = 2000;
 	o.signal_faults = 0;    /* keepers are for faults sent to the service thread */
-	o.spin_us = 0;          /* nor do they start beside a spinning one */
+	o.spin_us = 0;          /* the keeper of a polling one's CPU gives way */
 	cr_assert_eq(keepers_now().count, 0);
 	cr_assert_eq(tide_pool_create(&pool, &o), 0, "%s", tide_last_error());
 	cr_expect_eq(keepers_now().count, ncpu, "one keeper per CPU");
@@ -270,39 +272,50 @@ static unsigned long long ticks_over_ms(pid_t tid, unsigned ms)
 	return thread_ticks(tid) - before;
 }
 
+/* A pool whose service thread is pinned to CPU 0 and polls for `spin_us`
+ * after activity, over a 1 MiB file; *fd gets the file. */
+static uint64_t *spin_pool(tide_pool **pool, unsigned spin_us, unsigned wake_poll_us, int *fd)
+{
+	struct tide_options o;
+	uint64_t *p;
+
+	tide_options_init(&o);
+	o.budget = 4 * MiB;
+	o.page_size = 4 * KiB;
+	o.spin_us = spin_us;
+	o.wake_poll_us = wake_poll_us;
+	o.service_cpu = 0;
+	o.signal_faults = 0;
+	o.flush_interval_ms = 0;
+	cr_assert_eq(tide_pool_create(pool, &o), 0, "%s", tide_last_error());
+	*fd = test_file(1 * MiB, 21);
+	p = tide_map(*pool, *fd, 0, 1 * MiB, TIDE_PROT_READ, 0);
+	cr_assert_not_null(p, "%s", tide_last_error());
+	return p;
+}
+
 /*
  * TIDE_SPIN_US: after serving a fault the service thread keeps polling for
  * the window instead of sleeping in the loop (so it burns its CPU), then
- * sleeps; and no keepers start beside it. The window here is long (0.4 s)
- * so CPU ticks (10 ms) can tell polling from sleeping.
+ * sleeps. The window here is long (0.4 s) so CPU ticks (10 ms) can tell
+ * polling from sleeping.
  */
-Test(wakepoll, spin_polls_after_a_fault_then_sleeps_and_keepers_stand_down)
+Test(wakepoll, spin_polls_after_a_fault_then_sleeps)
 {
 	struct test_thread svc;
-	struct tide_options o;
 	tide_pool *pool;
-	size_t len = 1 * MiB;
 	uint64_t *p;
 	int fd;
 
 	test_require_uffd();
-	tide_options_init(&o);
-	o.budget = 4 * MiB;
-	o.page_size = 4 * KiB;
-	o.spin_us = 400000;
-	o.wake_poll_us = 50;
-	o.signal_faults = 0;
-	o.flush_interval_ms = 0;
-	cr_assert_eq(tide_pool_create(&pool, &o), 0, "%s", tide_last_error());
-	cr_expect_eq(keepers_now().count, 0, "keepers started beside a spinning service thread");
+	p = spin_pool(&pool, 400000, 0, &fd);
 	cr_assert_eq(test_threads_named("tide-service", &svc, 1), 1);
 
-	/* Idle before any fault: asleep. */
+	/* Idle before any fault, once the window of the mapping's request
+	 * has passed: asleep. */
+	ticks_over_ms(svc.tid, 500);
 	cr_expect_leq(ticks_over_ms(svc.tid, 200), 2, "the service thread used CPU before any fault");
 
-	fd = test_file(len, 21);
-	p = tide_map(pool, fd, 0, len, TIDE_PROT_READ, 0);
-	cr_assert_not_null(p, "%s", tide_last_error());
 	cr_assert_eq(p[0], test_word(0, 21));
 	/* Within the window: polling, so most of the time on a CPU. */
 	cr_expect_geq(ticks_over_ms(svc.tid, 200), 5,
@@ -311,6 +324,104 @@ Test(wakepoll, spin_polls_after_a_fault_then_sleeps_and_keepers_stand_down)
 	ticks_over_ms(svc.tid, 400);
 	cr_expect_leq(ticks_over_ms(svc.tid, 300), 2,
 		      "the service thread kept polling after its TIDE_SPIN_US window");
+	cr_expect_eq(test_stats(pool).spin_rests, 0, "nobody else wanted its CPU");
+
+	cr_assert_eq(tide_unmap(p), 0, "%s", tide_last_error());
+	cr_assert_eq(tide_pool_destroy(pool), 0, "%s", tide_last_error());
+	close(fd);
+}
+
+struct busy {
+	uint64_t until_ms;
+	pid_t tid;
+};
+
+static void *busy_main(void *arg)
+{
+	struct busy *b = arg;
+	cpu_set_t one;
+
+	CPU_ZERO(&one);
+	CPU_SET(0, &one);
+	cr_assert_eq(sched_setaffinity(0, sizeof(one), &one), 0);
+	__atomic_store_n(&b->tid, (pid_t)syscall(SYS_gettid), __ATOMIC_RELEASE);
+	while (ms_now() < b->until_ms)
+		;
+	return NULL;
+}
+
+/*
+ * A polling service thread gives its CPU to a thread that wants it: with a
+ * compute-bound thread on CPU 0 beside it, the service thread's 0.4 s
+ * window ends in a rest (spin_rests), and the busy thread gets the CPU.
+ */
+Test(wakepoll, spin_gives_way_to_a_busy_thread_on_its_cpu)
+{
+	struct busy b = { .until_ms = ms_now() + 600 };
+	tide_pool *pool;
+	pthread_t t;
+	uint64_t *p;
+	pid_t tid;
+	int fd;
+
+	test_require_uffd();
+	p = spin_pool(&pool, 400000, 0, &fd);
+	cr_assert_eq(pthread_create(&t, NULL, busy_main, &b), 0);
+	while (!(tid = __atomic_load_n(&b.tid, __ATOMIC_ACQUIRE)))
+		sched_yield();
+
+	cr_assert_eq(p[0], test_word(0, 21));
+	/* 20 ticks in 200 ms is all of CPU 0; a poller sharing it round by
+	 * round would leave the busy thread half. */
+	cr_expect_geq(ticks_over_ms(tid, 200), 15,
+		      "the busy thread did not get its CPU back from the polling service thread");
+	cr_expect_gt(test_stats(pool).spin_rests, 0,
+		     "the service thread never stopped polling beside a busy thread");
+	pthread_join(t, NULL);
+
+	cr_assert_eq(tide_unmap(p), 0, "%s", tide_last_error());
+	cr_assert_eq(tide_pool_destroy(pool), 0, "%s", tide_last_error());
+	close(fd);
+}
+
+/*
+ * Keepers run beside a polling service thread (its own vCPU is awake, the
+ * app's may not be), but the keeper on its CPU gives way to it: with both
+ * windows long (0.4 s), the keeper on the service thread's CPU gets a small
+ * share of it, the keeper on another CPU all of that one.
+ */
+Test(wakepoll, the_keeper_on_a_polling_service_threads_cpu_gives_way)
+{
+	struct test_thread k[64], *here = NULL, *there = NULL;
+	unsigned long long here0, there0;
+	tide_pool *pool;
+	uint64_t *p;
+	int fd, n;
+
+	test_require_uffd();
+	test_require_keepers();
+	p = spin_pool(&pool, 400000, 400000, &fd);
+	n = test_threads_named("tide-keeper", k, 64);
+	cr_assert_eq(n, allowed_cpus(), "keepers start beside a polling service thread");
+	for (int i = 0; i < n; i++) {
+		if (k[i].cpu == 0)
+			here = &k[i];
+		else if (!there && k[i].cpu > 0 && k[i].cpu < 64)
+			there = &k[i];
+	}
+	if (!here || !there)
+		cr_skip("this process may not run on CPU 0 and one more below 64");
+
+	cr_assert_eq(p[0], test_word(0, 21));
+	here0 = thread_ticks(here->tid);
+	there0 = thread_ticks(there->tid);
+	ticks_over_ms(here->tid, 200);
+	unsigned long long on_here = thread_ticks(here->tid) - here0;
+	unsigned long long on_there = thread_ticks(there->tid) - there0;
+	cr_expect_geq(on_there, 10, "the keeper on CPU %d did not spin (%llu ticks)", there->cpu, on_there);
+	cr_expect_leq(on_here * 2, on_there,
+		      "the keeper on the service thread's CPU took %llu ticks, the other %llu",
+		      on_here, on_there);
 
 	cr_assert_eq(tide_unmap(p), 0, "%s", tide_last_error());
 	cr_assert_eq(tide_pool_destroy(pool), 0, "%s", tide_last_error());

@@ -43,12 +43,10 @@ struct run_totals {
 	uint64_t processes, paged, unavailable, malformed;
 	int unavailable_err;
 	uint64_t taken, passed, fallbacks, refused, flush_errors;
-	uint64_t faults, faults_read, faults_write, faults_wp, faults_signal, signal_waits;
-	uint64_t signal_sleeps, fills, fills_zero;
-	uint64_t prefetched;
-	uint64_t evictions, evictions_dirty, evictions_moved, fills_recycled;
-	uint64_t writebacks, writeback_errors, read_errors, flushes;
-	uint64_t bytes_read, bytes_written, peak_resident_bytes, budget;
+#define FIELD(k) uint64_t k;
+	TIDE_PRELOAD_COUNTERS(FIELD)
+#undef FIELD
+	uint64_t peak_resident_bytes, budget;
 };
 
 /* The keys of a statistics line that are summed, and where they go. */
@@ -56,13 +54,9 @@ static const struct {
 	const char *key;
 	size_t offset;
 } summed[] = {
-#define KEY(k) { #k, offsetof(struct run_totals, k) }
-	KEY(taken), KEY(passed), KEY(fallbacks), KEY(refused), KEY(flush_errors),
-	KEY(faults), KEY(faults_read), KEY(faults_write), KEY(faults_wp), KEY(faults_signal),
-	KEY(signal_waits), KEY(signal_sleeps), KEY(fills), KEY(fills_zero), KEY(prefetched),
-	KEY(evictions), KEY(evictions_dirty), KEY(evictions_moved), KEY(fills_recycled),
-	KEY(writebacks), KEY(writeback_errors), KEY(read_errors), KEY(flushes), KEY(bytes_read),
-	KEY(bytes_written),
+#define KEY(k) { #k, offsetof(struct run_totals, k) },
+	KEY(taken) KEY(passed) KEY(fallbacks) KEY(refused) KEY(flush_errors)
+	TIDE_PRELOAD_COUNTERS(KEY)
 #undef KEY
 };
 
@@ -463,6 +457,12 @@ static void report_text(const char *prog, int status, uint64_t ns, const struct 
 		(unsigned long long)t->faults_signal, waits,
 		(unsigned long long)t->fills, (unsigned long long)t->prefetched,
 		(unsigned long long)t->fills_zero, cli_format_bytes(t->bytes_read, a, sizeof(a)));
+	if (t->spin_rests == 1)
+		fprintf(stderr, "tide run: the polling service thread gave its CPU to a busy thread "
+			"once (TIDE_SPIN_US)\n");
+	else if (t->spin_rests)
+		fprintf(stderr, "tide run: the polling service thread gave its CPU to busy threads "
+			"%llu times (TIDE_SPIN_US)\n", (unsigned long long)t->spin_rests);
 	fprintf(stderr, "tide run: evictions %llu (dirty %llu, of them moved out %llu; their pages "
 		"reused for %llu fills); pages written back %llu, %s; store flushes %llu\n",
 		(unsigned long long)t->evictions, (unsigned long long)t->evictions_dirty,

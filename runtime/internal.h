@@ -68,6 +68,16 @@ struct tide__preload_options {
 /* Defaults, then the TIDE_PRELOAD_* environment (bad values warn). */
 void tide__preload_options_init(struct tide__preload_options *o);
 
+/* The pool counters (struct tide_stats fields) each preloaded process
+ * writes to TIDE_PRELOAD_STATS at exit as key=value, and `tide run` sums:
+ * one list for the writer and the reader. */
+#define TIDE_PRELOAD_COUNTERS(X)                                                        \
+	X(faults) X(faults_read) X(faults_write) X(faults_wp) X(faults_signal)          \
+	X(signal_waits) X(signal_sleeps) X(spin_rests) X(fills) X(fills_zero)           \
+	X(prefetched) X(evictions) X(evictions_dirty) X(evictions_moved)                \
+	X(fills_recycled) X(writebacks) X(writeback_errors) X(read_errors) X(flushes)   \
+	X(bytes_read) X(bytes_written)
+
 int tide__parse_size(const char *s, uint64_t *out);
 int tide__parse_bool(const char *s, int *out);
 int tide__options_check(const struct tide_options *o);

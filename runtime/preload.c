@@ -900,7 +900,7 @@ static void after_fork_child(void)
 static void write_stats(void)
 {
 	struct tide_stats st = { 0 };
-	char line[1024];
+	char line[2048];
 	int fd, n, have = 0;
 
 	if (!popt.stats[0])
@@ -912,31 +912,22 @@ static void write_stats(void)
 	}
 	n = snprintf(line, sizeof(line),
 		     "tide-preload 1 pid=%d pool=%d taken=%llu passed=%llu fallbacks=%llu "
-		     "refused=%llu flush_errors=%llu faults=%llu faults_read=%llu "
-		     "faults_write=%llu faults_wp=%llu faults_signal=%llu signal_waits=%llu "
-		     "signal_sleeps=%llu fills=%llu fills_zero=%llu "
-		     "prefetched=%llu "
-		     "evictions=%llu evictions_dirty=%llu evictions_moved=%llu fills_recycled=%llu "
-		     "writebacks=%llu writeback_errors=%llu "
-		     "read_errors=%llu flushes=%llu bytes_read=%llu bytes_written=%llu "
-		     "resident_bytes=%llu peak_resident_bytes=%llu budget=%llu regions=%llu\n",
+		     "refused=%llu flush_errors=%llu",
 		     (int)getpid(), have ? 1 : pool_state < 0 ? pool_state : 0,
 		     (unsigned long long)n_taken, (unsigned long long)n_passed,
 		     (unsigned long long)n_fallback, (unsigned long long)n_refused,
-		     (unsigned long long)n_flush_errors,
-		     (unsigned long long)st.faults, (unsigned long long)st.faults_read,
-		     (unsigned long long)st.faults_write, (unsigned long long)st.faults_wp,
-		     (unsigned long long)st.faults_signal, (unsigned long long)st.signal_waits,
-		     (unsigned long long)st.signal_sleeps, (unsigned long long)st.fills,
-		     (unsigned long long)st.fills_zero,
-		     (unsigned long long)st.prefetched, (unsigned long long)st.evictions,
-		     (unsigned long long)st.evictions_dirty, (unsigned long long)st.evictions_moved,
-		     (unsigned long long)st.fills_recycled, (unsigned long long)st.writebacks,
-		     (unsigned long long)st.writeback_errors, (unsigned long long)st.read_errors,
-		     (unsigned long long)st.flushes, (unsigned long long)st.bytes_read,
-		     (unsigned long long)st.bytes_written, (unsigned long long)st.resident_bytes,
-		     (unsigned long long)st.peak_resident_bytes, (unsigned long long)st.budget,
-		     (unsigned long long)st.regions);
+		     (unsigned long long)n_flush_errors);
+#define COUNTER(k)                                                                               \
+	if (n >= 0 && (size_t)n < sizeof(line))                                                  \
+		n += snprintf(line + n, sizeof(line) - (size_t)n, " " #k "=%llu", (unsigned long long)st.k);
+	TIDE_PRELOAD_COUNTERS(COUNTER)
+#undef COUNTER
+	if (n >= 0 && (size_t)n < sizeof(line))
+		n += snprintf(line + n, sizeof(line) - (size_t)n,
+			      " resident_bytes=%llu peak_resident_bytes=%llu budget=%llu regions=%llu\n",
+			      (unsigned long long)st.resident_bytes,
+			      (unsigned long long)st.peak_resident_bytes,
+			      (unsigned long long)st.budget, (unsigned long long)st.regions);
 	if (n < 0 || (size_t)n >= sizeof(line))
 		return;
 	/* O_APPEND: each process of the program adds its own line, whole. */

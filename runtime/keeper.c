@@ -7,7 +7,7 @@
  * halts at once: waking it costs ~100 us, eight times a whole round trip on
  * one vCPU. A keeper is a SCHED_IDLE thread pinned to one CPU that spins
  * while the service thread has served a fault in the last N us, or a fault
- * waits for a demand read (KEEP_READ_NS below), so no vCPU the app or the
+ * waits for a demand read (TIDE_READ_WAIT_NS), so no vCPU the app or the
  * service thread may be woken on is halted, and a wake-up lands in
  * microseconds. SCHED_IDLE gives way to any real thread at once; the price
  * is the idle CPU time of the hot periods, burnt. Between hot periods the

@@ -539,11 +539,14 @@ int tide__keepers_start(struct tide_pool *p);
 void tide__keepers_stop(struct tide_pool *p);
 /* p (or a shard's parent) has keepers: keep them up a while. */
 void tide__keepers_kick(struct tide_pool *p);
-/* A read a fault waits for starts / has completed (p may be a shard). */
-bool tide__keepers_reading(struct tide_pool *p);
+/* The service thread of p polls on cpu now (-1: it stopped): that CPU's
+ * keeper gives way to it. */
 void tide__keepers_spinning(struct tide_pool *p, int cpu);
+/* A read a fault waits for starts / has completed / is any out (p may be
+ * a shard). */
 void tide__keepers_read_start(struct tide_pool *p);
 void tide__keepers_read_end(struct tide_pool *p);
+bool tide__keepers_reading(struct tide_pool *p);
 /* hazard.c: a small /proc or /sys text file, without its newline; "" on error. */
 char *tide__read_text(const char *path, char *buf, size_t len);
 /* The guest's haltpoll window in ns, 0 if off, -1 if not a haltpoll guest;
@@ -567,7 +570,6 @@ static inline uint64_t tide__pool_budget(const struct tide_pool *p)
 {
 	return __atomic_load_n(&p->share, __ATOMIC_RELAXED) - p->giving;
 }
-/* A spin-wait's pause: lets the sibling hyperthread (or the host) run. */
 /*
  * How long past its window a demand read in flight keeps the keepers and a
  * spinning service thread up. A fault that waits for the disk is three
@@ -579,6 +581,7 @@ static inline uint64_t tide__pool_budget(const struct tide_pool *p)
  */
 #define TIDE_READ_WAIT_NS (1000 * 1000ull)
 
+/* A spin-wait's pause: lets the sibling hyperthread (or the host) run. */
 static inline void tide__cpu_relax(void)
 {
 #if defined(__x86_64__) || defined(__i386__)

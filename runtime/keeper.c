@@ -186,11 +186,11 @@ long tide__guest_halt_poll(char *driver, size_t len)
 }
 
 /* One keeper per CPU the process may run on; none when the option is 0,
- * when there is only one CPU (no other vCPU
- * to halt), or when the kernel polls idle vCPUs itself: measured here (AMD
- * VM, default placement, page-cache fills), one thread's faults ran
- * 49-50k/s with the kernel's polling and no keepers, 21-26k/s with both,
- * 25-30k/s with keepers alone. */
+ * when there is only one CPU (no other vCPU to halt), or when the kernel
+ * polls idle vCPUs itself: measured here (AMD VM, default placement,
+ * page-cache fills, the service thread not polling), one thread's faults
+ * ran 49-50k/s with the kernel's polling and no keepers, 21-26k/s with
+ * both, 25-30k/s with keepers alone. */
 int tide__keepers_start(struct tide_pool *p)
 {
 	cpu_set_t allowed;

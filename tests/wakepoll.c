@@ -294,6 +294,13 @@ static uint64_t *spin_pool(tide_pool **pool, unsigned spin_us, unsigned wake_pol
 	return p;
 }
 
+static void spin_pool_end(tide_pool *pool, uint64_t *p, int fd)
+{
+	cr_assert_eq(tide_unmap(p), 0, "%s", tide_last_error());
+	cr_assert_eq(tide_pool_destroy(pool), 0, "%s", tide_last_error());
+	close(fd);
+}
+
 /*
  * TIDE_SPIN_US: after serving a fault the service thread keeps polling for
  * the window instead of sleeping in the loop (so it burns its CPU), then
@@ -324,11 +331,11 @@ Test(wakepoll, spin_polls_after_a_fault_then_sleeps)
 	ticks_over_ms(svc.tid, 400);
 	cr_expect_leq(ticks_over_ms(svc.tid, 300), 2,
 		      "the service thread kept polling after its TIDE_SPIN_US window");
-	cr_expect_eq(test_stats(pool).spin_rests, 0, "nobody else wanted its CPU");
+	/* Nobody else wanted its CPU; the host taking the vCPU away during
+	 * a yield that ran a kernel thread can pass for it, rarely. */
+	cr_expect_leq(test_stats(pool).spin_rests, 2, "the service thread rested with the CPU free");
 
-	cr_assert_eq(tide_unmap(p), 0, "%s", tide_last_error());
-	cr_assert_eq(tide_pool_destroy(pool), 0, "%s", tide_last_error());
-	close(fd);
+	spin_pool_end(pool, p, fd);
 }
 
 struct busy {
@@ -379,9 +386,7 @@ Test(wakepoll, spin_gives_way_to_a_busy_thread_on_its_cpu)
 		     "the service thread never stopped polling beside a busy thread");
 	pthread_join(t, NULL);
 
-	cr_assert_eq(tide_unmap(p), 0, "%s", tide_last_error());
-	cr_assert_eq(tide_pool_destroy(pool), 0, "%s", tide_last_error());
-	close(fd);
+	spin_pool_end(pool, p, fd);
 }
 
 /*
@@ -423,7 +428,5 @@ Test(wakepoll, the_keeper_on_a_polling_service_threads_cpu_gives_way)
 		      "the keeper on the service thread's CPU took %llu ticks, the other %llu",
 		      on_here, on_there);
 
-	cr_assert_eq(tide_unmap(p), 0, "%s", tide_last_error());
-	cr_assert_eq(tide_pool_destroy(pool), 0, "%s", tide_last_error());
-	close(fd);
+	spin_pool_end(pool, p, fd);
 }

@@ -1,5 +1,8 @@
-/* TIDE_WAKE_POLL_US: one keeper thread per CPU, spinning only while faults
- * flow, asleep otherwise, all gone when the pool is destroyed. */
+/* Polling while faults flow. TIDE_WAKE_POLL_US: one keeper thread per CPU,
+ * spinning only while faults flow, asleep otherwise, all gone when the
+ * pool is destroyed. TIDE_SPIN_US: the service thread polls after activity
+ * and while a fault waits for a read, gives its CPU to a busy thread, and
+ * the keeper of its CPU gives way to it. */
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <errno.h>
@@ -429,4 +432,130 @@ Test(wakepoll, the_keeper_on_a_polling_service_threads_cpu_gives_way)
 		      on_here, on_there);
 
 	spin_pool_end(pool, p, fd);
+}
+
+/*
+ * A store whose reads take READ_US, as a device's do: read() queues the job,
+ * a thread completes it READ_US after it was asked (tide_io_complete from
+ * a thread of its own, as custom stores may).
+ */
+#define READ_US 300
+
+struct slow_store {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct slow_job { struct tide_io *io; uint64_t *buf; size_t len; uint64_t off; uint64_t due_ns; } jobs[64];
+	unsigned head, tail;
+	bool stop;
+	pthread_t device;
+};
+
+static uint64_t ns_now(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+static void *slow_device(void *arg)
+{
+	struct slow_store *s = arg;
+
+	pthread_mutex_lock(&s->lock);
+	while (!s->stop || s->head != s->tail) {
+		if (s->head == s->tail) {
+			pthread_cond_wait(&s->cond, &s->lock);
+			continue;
+		}
+		struct slow_job j = s->jobs[s->head++ % 64];
+		struct timespec due = { (time_t)(j.due_ns / 1000000000u), (long)(j.due_ns % 1000000000u) };
+
+		pthread_mutex_unlock(&s->lock);
+		clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &due, NULL);
+		for (size_t i = 0; i < j.len / 8; i++)
+			j.buf[i] = test_word(j.off / 8 + i, 31);
+		tide_io_complete(j.io, (ssize_t)j.len);
+		pthread_mutex_lock(&s->lock);
+	}
+	pthread_mutex_unlock(&s->lock);
+	return NULL;
+}
+
+static int slow_read(void *store, struct tide_io *io, void *buf, size_t len, uint64_t off)
+{
+	struct slow_store *s = store;
+
+	pthread_mutex_lock(&s->lock);
+	if (s->tail - s->head == 64) {
+		pthread_mutex_unlock(&s->lock);
+		return -EAGAIN;
+	}
+	s->jobs[s->tail++ % 64] = (struct slow_job){ io, buf, len, off, ns_now() + READ_US * 1000 };
+	pthread_cond_signal(&s->cond);
+	pthread_mutex_unlock(&s->lock);
+	return 0;
+}
+
+static int slow_write(void *store, struct tide_io *io, const void *buf, size_t len, uint64_t off)
+{
+	(void)store, (void)buf, (void)off;
+	tide_io_complete(io, (ssize_t)len);
+	return 0;
+}
+
+static const struct tide_store_ops slow_ops = { .read = slow_read, .write = slow_write };
+
+/*
+ * While a fault waits for a read, the polling service thread goes on
+ * polling (up to TIDE_READ_WAIT_NS past its window), so the completion
+ * costs it no wake-up: with reads of 300 us and a window of 20 us, it is
+ * on a CPU most of the time faults wait for reads; a thread that slept
+ * when its window ran out would be on one a tenth of it.
+ */
+Test(wakepoll, spin_polls_while_a_fault_waits_for_a_read)
+{
+	struct slow_store s = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
+	size_t len = 4 * MiB, pages = len / (4 * KiB);
+	struct test_thread svc;
+	struct tide_options o;
+	unsigned long long ticks;
+	uint64_t *p, t0, wall_ms;
+	tide_pool *pool;
+
+	test_require_uffd();
+	tide_options_init(&o);
+	o.budget = 4 * MiB;
+	o.page_size = 4 * KiB;
+	o.spin_us = 20;
+	o.wake_poll_us = 0;
+	o.read_ahead = 0;
+	o.signal_faults = 0;
+	o.flush_interval_ms = 0;
+	cr_assert_eq(tide_pool_create(&pool, &o), 0, "%s", tide_last_error());
+	cr_assert_eq(pthread_create(&s.device, NULL, slow_device, &s), 0);
+	p = tide_map_store(pool, &slow_ops, &s, 0, len, TIDE_PROT_READ, 4 * KiB);
+	cr_assert_not_null(p, "%s", tide_last_error());
+	cr_assert_eq(test_threads_named("tide-service", &svc, 1), 1);
+
+	/* Every page once, far apart: each touch a fault that waits. */
+	ticks = thread_ticks(svc.tid);
+	t0 = ms_now();
+	for (size_t i = 0, pg = 0; i < pages; i++, pg = (pg + 97) % pages)
+		cr_assert_eq(p[pg * 512], test_word(pg * 512, 31), "page %zu", pg);
+	wall_ms = ms_now() - t0;
+	ticks = thread_ticks(svc.tid) - ticks;
+	cr_expect_geq(wall_ms, pages * READ_US / 1000, "faults did not wait for their reads");
+	/* A tick is 10 ms: on a CPU more than half the time. */
+	cr_expect_geq(ticks * 10 * 2, wall_ms,
+		      "the service thread ran %llu ticks of 10 ms in %llu ms of faults waiting for reads",
+		      ticks, (unsigned long long)wall_ms);
+
+	cr_assert_eq(tide_unmap(p), 0, "%s", tide_last_error());
+	cr_assert_eq(tide_pool_destroy(pool), 0, "%s", tide_last_error());
+	pthread_mutex_lock(&s.lock);
+	s.stop = true;
+	pthread_cond_signal(&s.cond);
+	pthread_mutex_unlock(&s.lock);
+	pthread_join(s.device, NULL);
 }

@@ -502,8 +502,9 @@ static void report_json(const char *prog, int status, uint64_t ns, const struct 
 	cli_json_u64(&j, "mappings_fallback", t->fallbacks);
 	cli_json_u64(&j, "calls_refused", t->refused);
 	cli_json_u64(&j, "exit_flush_errors", t->flush_errors);
-	for (size_t i = 5; i < sizeof(summed) / sizeof(summed[0]); i++)
-		cli_json_u64(&j, summed[i].key, *(const uint64_t *)((const char *)t + summed[i].offset));
+#define COUNTER(k) cli_json_u64(&j, #k, t->k);
+	TIDE_PRELOAD_COUNTERS(COUNTER)
+#undef COUNTER
 	cli_json_u64(&j, "peak_resident_bytes", t->peak_resident_bytes);
 	cli_json_u64(&j, "budget", t->budget);
 	cli_json_end(&j);

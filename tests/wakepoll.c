@@ -511,7 +511,7 @@ static const struct tide_store_ops slow_ops = { .read = slow_read, .write = slow
  * polling (up to TIDE_READ_WAIT_NS past its window), so the completion
  * costs it no wake-up: with reads of 300 us and a window of 20 us, it is
  * on a CPU most of the time faults wait for reads; a thread that slept
- * when its window ran out would be on one a tenth of it.
+ * when its window ran out would be on one a seventh of it.
  */
 Test(wakepoll, spin_polls_while_a_fault_waits_for_a_read)
 {
@@ -546,8 +546,9 @@ Test(wakepoll, spin_polls_while_a_fault_waits_for_a_read)
 	wall_ms = ms_now() - t0;
 	ticks = thread_ticks(svc.tid) - ticks;
 	cr_expect_geq(wall_ms, pages * READ_US / 1000, "faults did not wait for their reads");
-	/* A tick is 10 ms: on a CPU more than half the time. */
-	cr_expect_geq(ticks * 10 * 2, wall_ms,
+	/* A tick is 10 ms: on a CPU a third of the time at least (63-80%
+	 * measured; 13-15% when it sleeps as its window runs out). */
+	cr_expect_geq(ticks * 10 * 3, wall_ms,
 		      "the service thread ran %llu ticks of 10 ms in %llu ms of faults waiting for reads",
 		      ticks, (unsigned long long)wall_ms);
 

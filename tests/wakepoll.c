@@ -76,12 +76,17 @@ static struct keepers keepers_now(void)
 	return k;
 }
 
-static uint64_t ms_now(void)
+static uint64_t ns_now(void)
 {
 	struct timespec t;
 
 	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (uint64_t)t.tv_sec * 1000 + (uint64_t)t.tv_nsec / 1000000;
+	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+static uint64_t ms_now(void)
+{
+	return ns_now() / 1000000;
 }
 
 static int allowed_cpus(void)
@@ -449,14 +454,6 @@ struct slow_store {
 	bool stop;
 	pthread_t device;
 };
-
-static uint64_t ns_now(void)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
-}
 
 static void *slow_device(void *arg)
 {

@@ -493,6 +493,8 @@ static void run(const struct spec *s)
 		out_u64(&o, "signal_sleeps", st1.signal_sleeps - st0.signal_sleeps);
 	}
 	out_u64(&o, "spin_rests", st1.spin_rests - st0.spin_rests);
+	out_u64(&o, "wake_poll", (uint64_t)st1.wake_poll);
+	out_u64(&o, "wake_periods", st1.wake_periods - st0.wake_periods);
 	out_u64(&o, "store_reads", st1.store_reads - st0.store_reads);
 	out_u64(&o, "store_writes", st1.store_writes - st0.store_writes);
 	out_num(&o, "fill_mbps", (double)(st1.bytes_read - st0.bytes_read) / sec / 1e6);

@@ -39,6 +39,15 @@ enum tide_writeback {
 	TIDE_WRITEBACK_DIRECT = 2, /* O_DIRECT write straight from the protected page */
 };
 
+/* What keeps idle CPUs polling while faults flow, so that a wake-up does not
+ * land on a halted vCPU (TIDE_WAKE_POLL_US, TIDE_WAKE_QOS; tide_stats). */
+enum tide_wake_poll {
+	TIDE_WAKE_POLL_OFF = 0,     /* nothing: turned off, one CPU, or signal faults */
+	TIDE_WAKE_POLL_KERNEL = 1,  /* the guest kernel's own halt polling; tide does nothing */
+	TIDE_WAKE_POLL_QOS = 2,     /* a CPU latency request of 0 while faults flow: idle CPUs poll in the kernel */
+	TIDE_WAKE_POLL_THREADS = 3, /* keeper threads, SCHED_IDLE, spinning while faults flow */
+};
+
 /*
  * Pool options. tide_options_init() fills every field from the built-in
  * defaults and then from the TIDE_* environment variables; a caller changes
@@ -65,7 +74,7 @@ struct tide_options {
 	unsigned service_threads;   /* TIDE_SERVICE_THREADS: shards, each with a service thread; 0 = 1 */
 	int signal_faults;          /* TIDE_SIGNAL_FAULTS: serve faults on the faulting thread (SIGBUS) */
 	int recycle;                /* TIDE_RECYCLE: evict dirty pages by moving them out, reuse them */
-	int reserved_pad;
+	int wake_qos;               /* TIDE_WAKE_QOS: wake polling by a CPU latency request where allowed */
 	uint64_t reserved[5];       /* zero; room to grow without breaking the ABI */
 };
 
@@ -208,11 +217,12 @@ struct tide_stats {
 	uint64_t evictions_moved;   /* of evictions_dirty, written from pages moved out of their region (TIDE_RECYCLE) */
 	uint64_t fills_recycled;    /* of fills, pages installed by moving such an evicted page into place */
 	int recycle;                /* 1 if eviction moves pages out (TIDE_RECYCLE and UFFDIO_MOVE) */
-	int reserved_pad;
+	int wake_poll;              /* what keeps idle CPUs polling while faults flow: enum tide_wake_poll */
 	uint64_t signal_waits;      /* times a thread serving its own fault waited: its page on its way, no room */
 	uint64_t signal_sleeps;     /* of those waits, ones polling (TIDE_WAKE_POLL_US) did not end: it slept */
 	uint64_t spin_rests;        /* times a polling service thread (TIDE_SPIN_US) gave its CPU to a busy thread and slept */
-	uint64_t reserved[5];       /* zero; room to grow without breaking the ABI */
+	uint64_t wake_periods;      /* times idle CPUs were set polling as faults began to flow (TIDE_WAKE_POLL_US) */
+	uint64_t reserved[4];       /* zero; room to grow without breaking the ABI */
 };
 
 int tide_pool_stats(tide_pool *pool, struct tide_stats *stats);
@@ -222,6 +232,8 @@ const char *tide_last_error(void);
 
 /* "fixed", "direct" or "auto". */
 const char *tide_writeback_name(enum tide_writeback wb);
+/* "off", "kernel", "qos" or "threads" (tide_stats.wake_poll). */
+const char *tide_wake_poll_name(enum tide_wake_poll wp);
 
 #ifdef __cplusplus
 }

@@ -532,9 +532,17 @@ struct tide_pool {
 	uint32_t keep_reads;      /* demand reads in flight: stay awake for them */
 	uint64_t spin_cpus;       /* CPUs (< 64) a service thread polls on: no keeper spins there */
 	bool keep_stop;
+	int keep_mode;            /* enum tide_wake_poll */
+	int keep_qos_fd;          /* TIDE_WAKE_POLL_QOS: /dev/cpu_dma_latency, else -1 */
+	uint64_t keep_periods;    /* tide_stats.wake_periods */
+	struct tide_pool *keep_qos_next; /* pools holding a latency request, for fork */
 };
 
 /* ---- keeper.c ---- */
+/* What keeps idle CPUs polling for a pool with options o (enum
+ * tide_wake_poll); why gets the reason in words. tide__keepers_start
+ * starts it (falling back to threads if the request cannot be made). */
+int tide__wake_poll_plan(const struct tide_options *o, char *why, size_t len);
 int tide__keepers_start(struct tide_pool *p);
 void tide__keepers_stop(struct tide_pool *p);
 /* p (or a shard's parent) has keepers: keep them up a while. */
@@ -547,6 +555,11 @@ void tide__keepers_spinning(struct tide_pool *p, int cpu);
 void tide__keepers_read_start(struct tide_pool *p);
 void tide__keepers_read_end(struct tide_pool *p);
 bool tide__keepers_reading(struct tide_pool *p);
+/* stats->wake_poll and ->wake_periods of p (or a shard's parent). */
+void tide__keepers_stats(struct tide_pool *p, struct tide_stats *stats);
+/* Every CPU this process may run on has a polling idle state that a CPU
+ * latency request of 0 selects (cpuidle state0 "POLL", enabled). */
+bool tide__idle_polls(void);
 /* hazard.c: a small /proc or /sys text file, without its newline; "" on error. */
 char *tide__read_text(const char *path, char *buf, size_t len);
 /* The guest's haltpoll window in ns, 0 if off, -1 if not a haltpoll guest;

@@ -1,23 +1,35 @@
 /*
- * Keepers: user-space halt polling while faults flow (TIDE_WAKE_POLL_US).
+ * Keepers: halt polling while faults flow (TIDE_WAKE_POLL_US).
  *
  * A fault is two wake-ups: the faulting thread wakes the service thread,
  * which later wakes the faulting thread. The scheduler puts a woken thread
  * on an idle vCPU, and on a VM whose guest halt polling is off an idle vCPU
  * halts at once: waking it costs ~100 us, eight times a whole round trip on
- * one vCPU. A keeper is a SCHED_IDLE thread pinned to one CPU that spins
- * while the service thread has served a fault in the last N us, or a fault
- * waits for a demand read (TIDE_READ_WAIT_NS), so no vCPU the app or the
- * service thread may be woken on is halted, and a wake-up lands in
- * microseconds. SCHED_IDLE gives way to any real thread at once; the price
- * is the idle CPU time of the hot periods, burnt. Between hot periods the
- * keepers sleep on a futex. Where the guest kernel polls idle vCPUs itself
- * (the haltpoll cpuidle driver with a window), it does this better, and
- * the keepers stand down (tide__keepers_start). A service thread that
- * polls (TIDE_SPIN_US, loop.c) keeps its own vCPU awake: the keeper there
- * gives way to it (tide__keepers_spinning) and keeps the others'.
+ * one vCPU. So while the service thread has served a fault in the last N
+ * us, or a fault waits for a demand read (TIDE_READ_WAIT_NS), idle vCPUs
+ * are kept polling, one of three ways, best first:
+ *
+ * - The guest kernel does it itself (the haltpoll cpuidle driver with a
+ *   window): tide does nothing.
+ * - A CPU latency request (TIDE_WAKE_QOS): one holder thread writes 0 to
+ *   /dev/cpu_dma_latency when faults begin to flow and takes it back 1 ms
+ *   after they stop. With a latency limit of 0 the cpuidle governor picks
+ *   the polling state, so an idle vCPU polls in the idle task with
+ *   TIF_POLLING_NRFLAG set, and a wake-up aimed at it needs no interrupt
+ *   at all. Needs the device open for writing (root) and a polling state
+ *   on every CPU; the request is the open file's, and goes when it closes.
+ * - Keeper threads: one SCHED_IDLE thread pinned to each CPU that spins
+ *   while hot. A wake-up aimed at a vCPU running a keeper must interrupt
+ *   it (~12-20 us here), but not wake it from a halt. SCHED_IDLE gives way
+ *   to any real thread at once; the price is the idle CPU time of the hot
+ *   periods, burnt. A service thread that polls (TIDE_SPIN_US, loop.c)
+ *   keeps its own vCPU awake: the keeper there gives way to it
+ *   (tide__keepers_spinning) and keeps the others'.
+ *
+ * Between hot periods the keepers or the holder sleep on a futex.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <linux/futex.h>
 #include <sched.h>
@@ -29,15 +41,25 @@
 
 #include "internal.h"
 
+/* The latency request: held this long after the window's end, so that a
+ * program faulting every few hundred microseconds does not write it twice
+ * a fault, and the holder wakes at most ~1000 times a second. */
+#define QOS_LINGER_NS 1000000u
+/* What a request asks when it asks nothing: PM_QOS_CPU_LATENCY_DEFAULT_VALUE. */
+#define QOS_NONE 2000000000
+#define QOS_DEVICE "/dev/cpu_dma_latency"
+
 struct keeper {
 	struct tide_pool *pool;
 	pthread_t thread;
 	int cpu;
 };
 
-static void futex_wait(uint32_t *word, uint32_t val)
+static void futex_wait(uint32_t *word, uint32_t val, uint64_t ns)
 {
-	syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
+	struct timespec t = { (time_t)(ns / 1000000000u), (long)(ns % 1000000000u) };
+
+	syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, val, ns ? &t : NULL, NULL, 0);
 }
 
 static void futex_wake_all(uint32_t *word)
@@ -55,6 +77,19 @@ static bool hot(const struct tide_pool *p)
 	return now < until || (reads && now < until + TIDE_READ_WAIT_NS);
 }
 
+/* Announce the sleep, then look once more: either the service thread sees
+ * a sleeper and bumps the word, or we see its kick. */
+static void sleep_until_hot(struct tide_pool *p)
+{
+	uint32_t seq;
+
+	__atomic_add_fetch(&p->keep_sleepers, 1, __ATOMIC_SEQ_CST);
+	seq = __atomic_load_n(&p->keep_seq, __ATOMIC_SEQ_CST);
+	if (!hot(p) && !__atomic_load_n(&p->keep_stop, __ATOMIC_SEQ_CST))
+		futex_wait(&p->keep_seq, seq, 0);
+	__atomic_sub_fetch(&p->keep_sleepers, 1, __ATOMIC_SEQ_CST);
+}
+
 static void *keeper_main(void *arg)
 {
 	struct keeper *k = arg;
@@ -69,8 +104,6 @@ static void *keeper_main(void *arg)
 	sched_setaffinity(0, sizeof(set), &set);
 	sched_setscheduler(0, SCHED_IDLE, &none);
 	while (!__atomic_load_n(&p->keep_stop, __ATOMIC_ACQUIRE)) {
-		uint32_t seq;
-
 		while (hot(p)) {
 			/* The service thread polls on this CPU: it keeps the
 			 * vCPU awake itself, and a keeper would take the turns
@@ -82,13 +115,58 @@ static void *keeper_main(void *arg)
 			for (int i = 0; i < 64; i++)
 				tide__cpu_relax();
 		}
-		/* Announce the sleep, then look once more: either the service
-		 * thread sees a sleeper and bumps the word, or we see its kick. */
-		__atomic_add_fetch(&p->keep_sleepers, 1, __ATOMIC_SEQ_CST);
-		seq = __atomic_load_n(&p->keep_seq, __ATOMIC_SEQ_CST);
-		if (!hot(p) && !__atomic_load_n(&p->keep_stop, __ATOMIC_SEQ_CST))
-			futex_wait(&p->keep_seq, seq);
-		__atomic_sub_fetch(&p->keep_sleepers, 1, __ATOMIC_SEQ_CST);
+		sleep_until_hot(p);
+	}
+	return NULL;
+}
+
+/* When the latency request may go: QOS_LINGER_NS after the window, and
+ * after the read-wait while a demand read is out. */
+static uint64_t hold_until(const struct tide_pool *p)
+{
+	uint64_t until = __atomic_load_n(&p->keep_until, __ATOMIC_SEQ_CST);
+
+	if (__atomic_load_n(&p->keep_reads, __ATOMIC_ACQUIRE))
+		until += TIDE_READ_WAIT_NS;
+	return until + QOS_LINGER_NS;
+}
+
+/* The device takes a binary s32 and, open, fails only on a bad size; were
+ * it to fail, idle vCPUs would halt (or poll) as they did before. */
+static void qos_ask(struct tide_pool *p, int32_t us)
+{
+	if (write(p->keep_qos_fd, &us, sizeof(us)) != (ssize_t)sizeof(us) && p->opt.verbose)
+		tide__warn("wake polling: cannot set the CPU latency request to %d us: %s",
+			   (int)us, strerror(errno));
+}
+
+/* The holder: 0 while hot and QOS_LINGER_NS after, nothing asked between. */
+static void *holder_main(void *arg)
+{
+	struct keeper *k = arg;
+	struct tide_pool *p = k->pool;
+
+	while (!__atomic_load_n(&p->keep_stop, __ATOMIC_ACQUIRE)) {
+		uint64_t now, end;
+
+		if (!hot(p)) {
+			sleep_until_hot(p);
+			continue;
+		}
+		qos_ask(p, 0);
+		/* Sleep to the end of the hold, again while kicks move it on.
+		 * The word is read before the stop flag: tide__keepers_stop
+		 * sets the flag, then bumps the word, so either we see the
+		 * flag or the wait returns at once. */
+		for (;;) {
+			uint32_t seq = __atomic_load_n(&p->keep_seq, __ATOMIC_SEQ_CST);
+
+			if (__atomic_load_n(&p->keep_stop, __ATOMIC_SEQ_CST) ||
+			    (now = tide__now_ns()) >= (end = hold_until(p)))
+				break;
+			futex_wait(&p->keep_seq, seq, end - now);
+		}
+		qos_ask(p, QOS_NONE);
 	}
 	return NULL;
 }
@@ -118,6 +196,7 @@ void tide__keepers_kick(struct tide_pool *p)
 		return;
 	__atomic_store_n(&p->keep_until, until, __ATOMIC_SEQ_CST);
 	if (__atomic_load_n(&p->keep_sleepers, __ATOMIC_SEQ_CST)) {
+		__atomic_add_fetch(&p->keep_periods, 1, __ATOMIC_RELAXED);
 		__atomic_add_fetch(&p->keep_seq, 1, __ATOMIC_SEQ_CST);
 		futex_wake_all(&p->keep_seq);
 	}
@@ -185,36 +264,123 @@ long tide__guest_halt_poll(char *driver, size_t len)
 	return strtol(ns, NULL, 10);
 }
 
-/* One keeper per CPU the process may run on; none when the option is 0,
- * when there is only one CPU (no other vCPU to halt), or when the kernel
- * polls idle vCPUs itself: measured here (AMD VM, default placement,
- * page-cache fills, the service thread not polling), one thread's faults
- * ran 49-50k/s with the kernel's polling and no keepers, 21-26k/s with
- * both, 25-30k/s with keepers alone. */
-int tide__keepers_start(struct tide_pool *p)
+/* Every CPU this process may run on has a polling idle state that a CPU
+ * latency request of 0 selects (every cpuidle governor does: the request
+ * rules out any state with an exit latency). Without a cpuidle driver an
+ * idle CPU halts whatever is asked. */
+bool tide__idle_polls(void)
 {
 	cpu_set_t allowed;
-	long halt_poll;
-	int n = 0;
 
-	if (!p->opt.wake_poll_us)
-		return 0;
-	if ((halt_poll = tide__guest_halt_poll(NULL, 0)) > 0) {
-		if (p->opt.verbose)
-			tide__info("wake polling: the kernel's guest halt polling is on "
-				   "(guest_halt_poll_ns %ld): no keeper threads", halt_poll);
-		return 0;
+	if (sched_getaffinity(0, sizeof(allowed), &allowed) < 0)
+		return false;
+	for (int cpu = 0; cpu < CPU_SETSIZE; cpu++) {
+		char path[80], buf[16];
+
+		if (!CPU_ISSET(cpu, &allowed))
+			continue;
+		snprintf(path, sizeof(path), "/sys/devices/system/cpu/cpu%d/cpuidle/state0/name", cpu);
+		if (strcmp(tide__read_text(path, buf, sizeof(buf)), "POLL"))
+			return false;
+		snprintf(path, sizeof(path), "/sys/devices/system/cpu/cpu%d/cpuidle/state0/disable", cpu);
+		if (strcmp(tide__read_text(path, buf, sizeof(buf)), "0"))
+			return false;
 	}
+	return true;
+}
+
+/*
+ * The pools holding a latency request, for fork: a child has no holder
+ * thread and its copy of the pool is dead (its requests fail with
+ * -ECHILD), but its copy of the file would keep the request alive, at 0
+ * if it forked while faults flowed, until it exits or execs.
+ */
+static pthread_mutex_t qos_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct tide_pool *qos_pools;
+static pthread_once_t qos_once = PTHREAD_ONCE_INIT;
+
+static void qos_before_fork(void)
+{
+	pthread_mutex_lock(&qos_lock);
+}
+
+static void qos_after_fork_parent(void)
+{
+	pthread_mutex_unlock(&qos_lock);
+}
+
+static void qos_after_fork_child(void)
+{
+	for (struct tide_pool *p = qos_pools; p; p = p->keep_qos_next) {
+		close(p->keep_qos_fd);
+		p->keep_qos_fd = -1;
+	}
+	qos_pools = NULL;
+	pthread_mutex_unlock(&qos_lock);
+}
+
+static void qos_atfork(void)
+{
+	pthread_atfork(qos_before_fork, qos_after_fork_parent, qos_after_fork_child);
+}
+
+static void qos_list(struct tide_pool *p, bool add)
+{
+	pthread_mutex_lock(&qos_lock);
+	if (add) {
+		p->keep_qos_next = qos_pools;
+		qos_pools = p;
+	} else {
+		for (struct tide_pool **pp = &qos_pools; *pp; pp = &(*pp)->keep_qos_next)
+			if (*pp == p) {
+				*pp = p->keep_qos_next;
+				break;
+			}
+	}
+	pthread_mutex_unlock(&qos_lock);
+}
+
+static int holder_start(struct tide_pool *p)
+{
+	int fd, ret;
+
+	/* Opening makes a request that asks nothing until written. */
+	if ((fd = open(QOS_DEVICE, O_WRONLY | O_CLOEXEC)) < 0)
+		return -errno;
+	if (!(p->keepers = calloc(1, sizeof(*p->keepers)))) {
+		close(fd);
+		return -ENOMEM;
+	}
+	pthread_once(&qos_once, qos_atfork);
+	p->keepers[0] = (struct keeper){ .pool = p, .cpu = -1 };
+	p->keep_qos_fd = fd;
+	qos_list(p, true);
+	ret = pthread_create(&p->keepers[0].thread, NULL, holder_main, &p->keepers[0]);
+	if (ret) {
+		qos_list(p, false);
+		close(fd);
+		free(p->keepers);
+		p->keepers = NULL;
+		return -ret;
+	}
+	pthread_setname_np(p->keepers[0].thread, "tide-latency");
+	p->nkeepers = 1;
+	return 0;
+}
+
+/* One keeper per CPU the process may run on. */
+static int threads_start(struct tide_pool *p)
+{
+	cpu_set_t allowed;
+	int n = 0, ret;
+
 	if (sched_getaffinity(0, sizeof(allowed), &allowed) < 0)
 		return -errno;
-	if (CPU_COUNT(&allowed) < 2)
-		return 0;
 	p->keepers = calloc((size_t)CPU_COUNT(&allowed), sizeof(*p->keepers));
 	if (!p->keepers)
 		return -ENOMEM;
 	for (int cpu = 0; cpu < CPU_SETSIZE && n < CPU_COUNT(&allowed); cpu++) {
 		struct keeper *k = &p->keepers[n];
-		int ret;
 
 		if (!CPU_ISSET(cpu, &allowed))
 			continue;
@@ -233,6 +399,74 @@ int tide__keepers_start(struct tide_pool *p)
 	return 0;
 }
 
+/*
+ * Nothing when the option is 0, with signal faults (no service thread to
+ * wake), with one CPU (no other vCPU to halt), or when the kernel polls
+ * idle vCPUs itself; else a latency request where this process may make
+ * one that makes idle CPUs poll; else keeper threads. Measured here (AMD
+ * VM, default placement, page-cache fills, one app thread, the service
+ * thread not polling): 49-50k faults/s with the kernel's halt polling and
+ * no keepers, 21-26k/s with both, 25-30k/s with keepers alone; polling
+ * (TIDE_SPIN_US): 53-67k/s with the latency request, 26-35k/s with
+ * keepers.
+ */
+int tide__wake_poll_plan(const struct tide_options *o, char *why, size_t len)
+{
+	cpu_set_t allowed;
+	long halt_poll;
+	int fd;
+
+	if (!o->wake_poll_us) {
+		snprintf(why, len, "turned off (TIDE_WAKE_POLL_US=0)");
+		return TIDE_WAKE_POLL_OFF;
+	}
+	if (o->signal_faults) {
+		snprintf(why, len, "faults are served on the threads that take them (TIDE_SIGNAL_FAULTS)");
+		return TIDE_WAKE_POLL_OFF;
+	}
+	if ((halt_poll = tide__guest_halt_poll(NULL, 0)) > 0) {
+		snprintf(why, len, "the guest kernel polls idle vCPUs itself (guest_halt_poll_ns %ld)",
+			 halt_poll);
+		return TIDE_WAKE_POLL_KERNEL;
+	}
+	if (sched_getaffinity(0, sizeof(allowed), &allowed) == 0 && CPU_COUNT(&allowed) < 2) {
+		snprintf(why, len, "one CPU: no other vCPU to keep awake");
+		return TIDE_WAKE_POLL_OFF;
+	}
+	if (!o->wake_qos) {
+		snprintf(why, len, "keeper threads (TIDE_WAKE_QOS=0)");
+		return TIDE_WAKE_POLL_THREADS;
+	}
+	if (!tide__idle_polls()) {
+		snprintf(why, len, "keeper threads: a CPU has no polling idle state to ask for");
+		return TIDE_WAKE_POLL_THREADS;
+	}
+	if ((fd = open(QOS_DEVICE, O_WRONLY | O_CLOEXEC)) < 0) {
+		snprintf(why, len, "keeper threads: cannot open %s (%s)", QOS_DEVICE, strerror(errno));
+		return TIDE_WAKE_POLL_THREADS;
+	}
+	close(fd);
+	snprintf(why, len, "a CPU latency request of 0 while faults flow (%s)", QOS_DEVICE);
+	return TIDE_WAKE_POLL_QOS;
+}
+
+int tide__keepers_start(struct tide_pool *p)
+{
+	char why[160];
+	int mode = tide__wake_poll_plan(&p->opt, why, sizeof(why)), ret;
+
+	if (mode == TIDE_WAKE_POLL_QOS && (ret = holder_start(p)) < 0) {
+		snprintf(why, sizeof(why), "keeper threads: no CPU latency request (%s)", strerror(-ret));
+		mode = TIDE_WAKE_POLL_THREADS;
+	}
+	if (mode == TIDE_WAKE_POLL_THREADS && (ret = threads_start(p)) < 0)
+		return ret;
+	p->keep_mode = mode;
+	if (p->opt.verbose)
+		tide__info("wake polling: %s", why);
+	return 0;
+}
+
 void tide__keepers_stop(struct tide_pool *p)
 {
 	if (!p->keepers)
@@ -242,7 +476,22 @@ void tide__keepers_stop(struct tide_pool *p)
 	futex_wake_all(&p->keep_seq);
 	for (int i = 0; i < p->nkeepers; i++)
 		pthread_join(p->keepers[i].thread, NULL);
+	if (p->keep_mode == TIDE_WAKE_POLL_QOS) {
+		/* The holder took its request back on the way out; closing
+		 * ends it. */
+		qos_list(p, false);
+		if (p->keep_qos_fd >= 0)
+			close(p->keep_qos_fd);
+		p->keep_qos_fd = -1;
+	}
 	free(p->keepers);
 	p->keepers = NULL;
 	p->nkeepers = 0;
+}
+
+void tide__keepers_stats(struct tide_pool *p, struct tide_stats *stats)
+{
+	p = keeper_pool(p);
+	stats->wake_poll = p->keep_mode;
+	stats->wake_periods = __atomic_load_n(&p->keep_periods, __ATOMIC_RELAXED);
 }

@@ -69,3 +69,14 @@ const char *tide_writeback_name(enum tide_writeback wb)
 	}
 	return "?";
 }
+
+const char *tide_wake_poll_name(enum tide_wake_poll wp)
+{
+	switch (wp) {
+	case TIDE_WAKE_POLL_OFF: return "off";
+	case TIDE_WAKE_POLL_KERNEL: return "kernel";
+	case TIDE_WAKE_POLL_QOS: return "qos";
+	case TIDE_WAKE_POLL_THREADS: return "threads";
+	}
+	return "?";
+}

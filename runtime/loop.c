@@ -649,11 +649,14 @@ int tide_pool_stats(tide_pool *p, struct tide_stats *stats)
 {
 	struct request req = { .kind = REQ_STATS, .stats = stats };
 
+	int ret;
+
 	if (!p || !stats)
 		return tide__fail(-EINVAL, "pool or stats are NULL");
-	if (p->nshards)
-		return tide__shards_stats(p, stats);
-	return tide__request(p, &req);
+	ret = p->nshards ? tide__shards_stats(p, stats) : tide__request(p, &req);
+	if (ret == 0)
+		tide__keepers_stats(p, stats);
+	return ret;
 }
 
 void tide__loop_stop(struct tide_pool *p)

@@ -43,6 +43,7 @@
 #define FIELD_SERVICE_THREADS service_threads
 #define FIELD_SIGNAL_FAULTS signal_faults
 #define FIELD_RECYCLE recycle
+#define FIELD_WAKE_QOS wake_qos
 
 /* The ABI: fields come out of reserved[], the struct keeps its size. */
 _Static_assert(sizeof(void *) != 8 || sizeof(struct tide_options) == 136,
@@ -59,7 +60,8 @@ const struct tide__option tide__options[] = {
 	OPT(WRITE_MAX, OPT_SIZE, "1M", "longest write-back I/O: adjacent dirty pages leave in one store write up to this many bytes (4K..1G; a larger page still leaves whole)"),
 	OPT(FLUSH_INTERVAL, OPT_UINT, "1000", "milliseconds between background write-back passes; 0 turns them off"),
 	OPT(SPIN_US, OPT_UINT, "100", "microseconds the service thread keeps polling after activity (and up to 1 ms more while a fault waits for a read) before it sleeps, so a fault or a completion costs it no wake-up; it yields between looks, and sleeps instead for a while (4 ms, doubling to 256 ms) when another thread wants its CPU; 0 turns it off"),
-	OPT(WAKE_POLL_US, OPT_UINT, "50", "microseconds idle CPUs keep polling (SCHED_IDLE threads) after the service thread served a fault (and up to 1 ms more while a fault waits for a read), so wake-ups skip a halted vCPU (none start where the guest kernel polls idle vCPUs itself: haltpoll with guest_halt_poll_ns > 0); with TIDE_SIGNAL_FAULTS, how long a faulting thread polls for the pool's lock or a page on its way before it sleeps; 0 turns it off (do, when app threads are pinned next to their service thread)"),
+	OPT(WAKE_POLL_US, OPT_UINT, "50", "microseconds idle CPUs keep polling after the service thread served a fault (and up to 1 ms more while a fault waits for a read), so wake-ups skip a halted vCPU: by a CPU latency request (TIDE_WAKE_QOS, held at least 1 ms) or else SCHED_IDLE threads; nothing where the guest kernel polls idle vCPUs itself (haltpoll with guest_halt_poll_ns > 0); with TIDE_SIGNAL_FAULTS, how long a faulting thread polls for the pool's lock or a page on its way before it sleeps; 0 turns it off (do, when app threads are pinned next to their service thread)"),
+	OPT(WAKE_QOS, OPT_BOOL, "1", "keep idle CPUs polling (TIDE_WAKE_POLL_US) by holding a CPU latency request of 0 through /dev/cpu_dma_latency while faults flow, released 1 ms after: idle CPUs then poll in the kernel, where a wake-up needs no interrupt; used where the process may open it (root) and every CPU has a polling idle state; 0 (or neither) uses SCHED_IDLE keeper threads"),
 	OPT(SERVICE_CPU, OPT_INT, "-1", "CPU to pin the service thread to; -1 leaves it to the scheduler (must stay -1 with TIDE_SERVICE_THREADS > 1)"),
 	OPT_RANGE(SERVICE_THREADS, "1", 1, TIDE_MAX_SHARDS, "service threads, 1-64; N > 1 splits the pool into N shards, each with its own service thread pinned to one CPU, userfaultfd, io_uring ring and bounce buffers, starting with 1/N of the budget (lent to a busy shard while the others idle); a region is served by the shard on the CPU that maps it (else round robin); see docs/design.md, Shards"),
 	OPT(SIGNAL_FAULTS, OPT_BOOL, "0", "serve each fault on the thread that took it, in a SIGBUS handler (UFFD_FEATURE_SIGBUS), not on the service thread: no context switch per fault, but a system call that touches a page not in memory fails with EFAULT instead of waiting; see docs/design.md, Faults on the faulting thread"),

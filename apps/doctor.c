@@ -75,6 +75,8 @@ struct doctor {
 
 	char cpuidle[32];                             /* cpuidle driver, "" unknown */
 	long halt_poll;                               /* guest_halt_poll_ns, -1 none */
+	int wake_poll;                                /* enum tide_wake_poll a pool would use */
+	char wake_why[160];
 
 	struct tide__hazard_result hz[TIDE__HZ_COUNT][TIDE__HZ_NMODES];
 	bool path_safe[2];                            /* [0] direct, [1] fixed */
@@ -271,16 +273,23 @@ static void check_odirect(struct doctor *d)
  * Wake-ups: a fault the service thread serves wakes a thread on the other
  * vCPU twice. A vCPU that halts the moment it idles takes ~50-100 us to
  * wake on a VM; the guest kernel's haltpoll driver can poll first, and
- * tide's keepers (TIDE_WAKE_POLL_US) poll in its place when it does not.
+ * when it does not, tide keeps idle CPUs polling while faults flow
+ * (TIDE_WAKE_POLL_US): by a CPU latency request where it may make one
+ * (TIDE_WAKE_QOS), else by keeper threads, half as fast here.
  */
 static void check_wakeups(struct doctor *d)
 {
+	struct tide_options o;
+
 	d->halt_poll = tide__guest_halt_poll(d->cpuidle, sizeof(d->cpuidle));
-	if (d->halt_poll == 0)
+	tide_options_init(&o);
+	d->wake_poll = tide__wake_poll_plan(&o, d->wake_why, sizeof(d->wake_why));
+	if (d->halt_poll == 0 && d->wake_poll == TIDE_WAKE_POLL_THREADS)
 		WARN(d, "the guest kernel's halt polling is off (haltpoll, guest_halt_poll_ns=0): an idle "
-		     "vCPU halts at once, and a fault at default placement wakes two; tide's keepers "
-		     "poll instead (TIDE_WAKE_POLL_US), the kernel's polling is ~2x faster still. As "
-		     "root: echo 200000 > /sys/module/haltpoll/parameters/guest_halt_poll_ns");
+		     "vCPU halts at once, and a fault at default placement wakes two. Wake polling "
+		     "uses %s, about half as fast as a CPU latency request (TIDE_WAKE_QOS: give this "
+		     "user write access to /dev/cpu_dma_latency) or the kernel's own polling (as root: "
+		     "echo 200000 > /sys/module/haltpoll/parameters/guest_halt_poll_ns)", d->wake_why);
 }
 
 /* Every case in every set-up; a path is safe when each case it uses completes,
@@ -380,9 +389,10 @@ static void print_human(const struct doctor *d)
 	printf("O_DIRECT in %-15s %s (fs magic %#lx)\n", d->dir, err_text(d->odirect), d->fs_magic);
 	printf("cpuidle driver              %s\n", d->cpuidle[0] ? d->cpuidle : "unknown");
 	if (d->halt_poll > 0)
-		printf("  guest halt polling        on, %ld ns: tide's keepers stand down\n", d->halt_poll);
+		printf("  guest halt polling        on, %ld ns\n", d->halt_poll);
 	else if (d->halt_poll == 0)
-		printf("  guest halt polling        off: tide's keepers poll (TIDE_WAKE_POLL_US)\n");
+		printf("  guest halt polling        off\n");
+	printf("wake polling                %s: %s\n", tide_wake_poll_name(d->wake_poll), d->wake_why);
 
 	if (d->hazards_on) {
 		printf("\nhazards: a thread touching its own write-protected page (timeout %d ms)\n",
@@ -488,7 +498,9 @@ static void print_json(const struct doctor *d)
 		cli_json_null(&j, "guest_halt_poll_ns");
 	else
 		cli_json_i64(&j, "guest_halt_poll_ns", d->halt_poll);
-	cli_json_bool(&j, "keepers_stand_down", d->halt_poll > 0);
+	cli_json_bool(&j, "keepers_stand_down", d->wake_poll != TIDE_WAKE_POLL_THREADS);
+	cli_json_str(&j, "wake_poll", tide_wake_poll_name(d->wake_poll));
+	cli_json_str(&j, "wake_poll_why", d->wake_why);
 	cli_json_close(&j);
 
 	if (d->hazards_on) {

@@ -69,6 +69,19 @@ void test_require_keepers(void)
 			     "%ld): no keepers start", halt_poll);
 }
 
+void test_require_wake_qos(void)
+{
+	struct tide_options o;
+	char why[160];
+
+	tide_options_init(&o);
+	o.wake_poll_us = 50;
+	o.wake_qos = 1;
+	o.signal_faults = 0;
+	if (tide__wake_poll_plan(&o, why, sizeof(why)) != TIDE_WAKE_POLL_QOS)
+		cr_skip_test("no CPU latency request here: %s", why);
+}
+
 void test_require_writeback(enum tide_writeback wb)
 {
 	char why[256] = "";

@@ -32,6 +32,9 @@ void test_require_uffd(void);
 /* Skip a test that counts keeper threads where none start: one CPU, or a
  * guest kernel that polls idle vCPUs itself (runtime/keeper.c). */
 void test_require_keepers(void);
+/* Skips unless a pool would keep idle CPUs polling by a CPU latency request
+ * (root, a polling idle state on every CPU, the kernel not polling itself). */
+void test_require_wake_qos(void);
 /* The same, and for TIDE_WRITEBACK_DIRECT the start-up probe must call it
  * safe here (on 5.8 it hangs the service thread): skip with its reason. */
 void test_require_writeback(enum tide_writeback wb);

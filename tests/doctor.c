@@ -249,15 +249,22 @@ Test(doctor, healthy_machine_json)
 	expect_str("writeback.fixed.safe", "true");
 	expect_str("writeback.direct.safe", "true");
 	expect_str("writeback.auto", "direct");
-	/* Wake-ups as the runtime sees them: keepers unless the guest kernel
-	 * polls idle vCPUs itself. */
+	/* Wake-ups as the runtime sees them: the kernel's own polling, else a
+	 * CPU latency request where one can be made, else keeper threads. */
 	{
 		long hp = tide__guest_halt_poll(NULL, 0);
-		char want[32];
+		struct tide_options o;
+		char want[32], why[160];
+		int plan;
 
+		tide_options_init(&o);
+		plan = tide__wake_poll_plan(&o, why, sizeof(why));
 		snprintf(want, sizeof(want), "%ld", hp);
 		expect_str("wakeups.guest_halt_poll_ns", hp < 0 ? "null" : want);
-		expect_str("wakeups.keepers_stand_down", hp > 0 ? "true" : "false");
+		expect_str("wakeups.keepers_stand_down", plan != TIDE_WAKE_POLL_THREADS ? "true" : "false");
+		expect_str("wakeups.wake_poll", tide_wake_poll_name(plan));
+		if (hp > 0)
+			expect_str("wakeups.wake_poll", "kernel");
 		cr_assert(get(&doc, "wakeups.cpuidle_driver"), "no wakeups.cpuidle_driver");
 	}
 }

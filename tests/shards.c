@@ -681,12 +681,38 @@ Test(shards, wake_poll_keepers_are_one_per_cpu_not_per_shard)
 	o.service_cpu = -1;
 	o.service_threads = 2;
 	o.wake_poll_us = 1000;
+	o.wake_qos = 0;          /* threads, not a latency request (below) */
 	o.signal_faults = 0;     /* keepers serve faults sent to service threads */
 	o.spin_us = 0;
 	cr_assert_eq(tide_pool_create(&pool, &o), 0, "%s", tide_last_error());
 	cr_expect_eq(test_threads_named("tide-keeper", NULL, 0), ncpu);
 	cr_assert_eq(tide_pool_destroy(pool), 0, "%s", tide_last_error());
 	cr_expect_eq(test_threads_named("tide-keeper", NULL, 0), 0);
+}
+
+/* Likewise one holder of the CPU latency request for the pool, and every
+ * shard's stats name it. */
+Test(shards, wake_poll_latency_request_is_one_per_pool)
+{
+	struct tide_options o;
+	tide_pool *pool;
+
+	test_require_uffd();
+	test_require_wake_qos();
+	tide_options_init(&o);
+	o.budget = 2 * SHARD_BUDGET;
+	o.page_size = PAGE;
+	o.service_cpu = -1;
+	o.service_threads = 2;
+	o.wake_poll_us = 1000;
+	o.wake_qos = 1;
+	o.signal_faults = 0;
+	cr_assert_eq(tide_pool_create(&pool, &o), 0, "%s", tide_last_error());
+	cr_expect_eq(test_threads_named("tide-latency", NULL, 0), 1);
+	cr_expect_eq(test_threads_named("tide-keeper", NULL, 0), 0);
+	cr_expect_eq(test_stats(pool).wake_poll, TIDE_WAKE_POLL_QOS);
+	cr_assert_eq(tide_pool_destroy(pool), 0, "%s", tide_last_error());
+	cr_expect_eq(test_threads_named("tide-latency", NULL, 0), 0);
 }
 
 /* ---- a shard that cannot start takes the started ones down ---- */

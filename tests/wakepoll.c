@@ -1,17 +1,22 @@
 /* Polling while faults flow. TIDE_WAKE_POLL_US: one keeper thread per CPU,
  * spinning only while faults flow, asleep otherwise, all gone when the
- * pool is destroyed. TIDE_SPIN_US: the service thread polls after activity
+ * pool is destroyed; or (TIDE_WAKE_QOS) a CPU latency request of 0 held
+ * while faults flow and taken back after, by the pool and never by a fork
+ * child. TIDE_SPIN_US: the service thread polls after activity
  * and while a fault waits for a read, gives its CPU to a busy thread, and
  * the keeper of its CPU gives way to it. */
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -113,6 +118,7 @@ Test(wakepoll, keepers_poll_while_hot_sleep_after_and_leave_with_the_pool)
 	o.budget = 4 * MiB;
 	o.page_size = 4 * KiB;
 	o.wake_poll_us = 2000;
+	o.wake_qos = 0;         /* threads, not a CPU latency request */
 	o.signal_faults = 0;    /* keepers are for faults sent to the service thread */
 	o.spin_us = 0;          /* the keeper of a polling one's CPU gives way */
 	cr_assert_eq(keepers_now().count, 0);
@@ -154,16 +160,19 @@ Test(wakepoll, keepers_poll_while_hot_sleep_after_and_leave_with_the_pool)
 	close(fd);
 }
 
-/* On by default: a pool on a machine with several CPUs has a keeper each. */
+/* On by default: a pool on a machine with several CPUs holds a CPU latency
+ * request where it may, else has a keeper per CPU; its stats say which. */
 Test(wakepoll, on_by_default)
 {
 	tide_pool *pool;
 	struct tide_options o;
 	cpu_set_t set;
+	char why[160];
+	int plan;
 
 	test_require_uffd();
-	if (getenv("TIDE_WAKE_POLL_US"))
-		cr_skip_test("TIDE_WAKE_POLL_US is set in the environment");
+	if (getenv("TIDE_WAKE_POLL_US") || getenv("TIDE_WAKE_QOS"))
+		cr_skip_test("TIDE_WAKE_POLL_US or TIDE_WAKE_QOS is set in the environment");
 	test_require_keepers();
 	cr_assert_eq(sched_getaffinity(0, sizeof(set), &set), 0);
 	tide_options_init(&o);
@@ -171,10 +180,16 @@ Test(wakepoll, on_by_default)
 	o.signal_faults = 0;
 	o.spin_us = 0;
 	cr_assert_gt(o.wake_poll_us, 0);
+	cr_assert_eq(o.wake_qos, 1);
+	plan = tide__wake_poll_plan(&o, why, sizeof(why));
+	cr_assert(plan == TIDE_WAKE_POLL_QOS || plan == TIDE_WAKE_POLL_THREADS, "%s", why);
 	cr_assert_eq(tide_pool_create(&pool, &o), 0, "%s", tide_last_error());
-	cr_expect_eq(keepers_now().count, CPU_COUNT(&set));
+	cr_expect_eq(test_stats(pool).wake_poll, plan, "%s", why);
+	cr_expect_eq(keepers_now().count, plan == TIDE_WAKE_POLL_THREADS ? CPU_COUNT(&set) : 0);
+	cr_expect_eq(test_threads_named("tide-latency", NULL, 0), plan == TIDE_WAKE_POLL_QOS);
 	cr_assert_eq(tide_pool_destroy(pool), 0, "%s", tide_last_error());
 	cr_expect_eq(keepers_now().count, 0);
+	cr_expect_eq(test_threads_named("tide-latency", NULL, 0), 0);
 }
 
 Test(wakepoll, zero_turns_it_off)
@@ -188,6 +203,8 @@ Test(wakepoll, zero_turns_it_off)
 	o.wake_poll_us = 0;
 	cr_assert_eq(tide_pool_create(&pool, &o), 0, "%s", tide_last_error());
 	cr_expect_eq(keepers_now().count, 0);
+	cr_expect_eq(test_threads_named("tide-latency", NULL, 0), 0);
+	cr_expect_eq(test_stats(pool).wake_poll, TIDE_WAKE_POLL_OFF);
 	cr_assert_eq(tide_pool_destroy(pool), 0, "%s", tide_last_error());
 }
 
@@ -220,7 +237,8 @@ static void halt_poll_restore(void)
 		halt_poll_set(halt_poll_saved);
 }
 
-static int keepers_of_a_new_pool(void)
+/* The keepers a new pool starts (threads asked for), and its wake_poll. */
+static int keepers_of_a_new_pool(int *wake_poll)
 {
 	struct tide_options o;
 	tide_pool *pool;
@@ -229,17 +247,19 @@ static int keepers_of_a_new_pool(void)
 	tide_options_init(&o);
 	o.budget = 4 * MiB;
 	o.wake_poll_us = 50;
+	o.wake_qos = 0;
 	o.signal_faults = 0;
 	o.spin_us = 0;
 	cr_assert_eq(tide_pool_create(&pool, &o), 0, "%s", tide_last_error());
 	n = keepers_now().count;
+	*wake_poll = test_stats(pool).wake_poll;
 	cr_assert_eq(tide_pool_destroy(pool), 0, "%s", tide_last_error());
 	return n;
 }
 
 Test(wakepoll, keepers_stand_down_where_the_kernel_polls_idle_vcpus, .fini = halt_poll_restore)
 {
-	int ncpu = allowed_cpus();
+	int ncpu = allowed_cpus(), wp;
 
 	test_require_uffd();
 	if (ncpu < 2)
@@ -252,11 +272,191 @@ Test(wakepoll, keepers_stand_down_where_the_kernel_polls_idle_vcpus, .fini = hal
 
 	cr_assert(halt_poll_set(200000));
 	cr_assert_eq(tide__guest_halt_poll(NULL, 0), 200000);
-	cr_expect_eq(keepers_of_a_new_pool(), 0, "keepers started beside the kernel's halt polling");
+	cr_expect_eq(keepers_of_a_new_pool(&wp), 0, "keepers started beside the kernel's halt polling");
+	cr_expect_eq(wp, TIDE_WAKE_POLL_KERNEL);
 
 	cr_assert(halt_poll_set(0));
 	cr_assert_eq(tide__guest_halt_poll(NULL, 0), 0);
-	cr_expect_eq(keepers_of_a_new_pool(), ncpu, "no keepers with the kernel's halt polling off");
+	cr_expect_eq(keepers_of_a_new_pool(&wp), ncpu, "no keepers with the kernel's halt polling off");
+	cr_expect_eq(wp, TIDE_WAKE_POLL_THREADS);
+}
+
+/*
+ * TIDE_WAKE_QOS: the CPU latency request, as the kernel aggregates it over
+ * every process's requests (reading /dev/cpu_dma_latency gives it, in us).
+ */
+static int32_t cpu_latency_now(void)
+{
+	int32_t us = -1;
+	int fd = open("/dev/cpu_dma_latency", O_RDONLY | O_CLOEXEC);
+
+	cr_assert_geq(fd, 0, "/dev/cpu_dma_latency: %s", strerror(errno));
+	cr_assert_eq(read(fd, &us, sizeof(us)), (ssize_t)sizeof(us));
+	close(fd);
+	return us;
+}
+
+/* The request as it stood before the test, unless someone else already
+ * asks for 0 (then nobody can tell ours). */
+static int32_t cpu_latency_base(void)
+{
+	int32_t base;
+
+	test_require_uffd();
+	test_require_wake_qos();
+	if ((base = cpu_latency_now()) == 0)
+		cr_skip_test("another process holds a CPU latency request of 0: ours would not show");
+	return base;
+}
+
+/* A pool asking for the latency request (no keeper threads), over a 16 MiB
+ * file four times its budget: touching page after page faults for ever. */
+static uint64_t *qos_pool(tide_pool **pool, int *fd, size_t len)
+{
+	struct tide_options o;
+	uint64_t *p;
+
+	tide_options_init(&o);
+	o.budget = 4 * MiB;
+	o.page_size = 4 * KiB;
+	o.wake_poll_us = 50;
+	o.wake_qos = 1;
+	o.signal_faults = 0;
+	o.read_ahead = 0;
+	cr_assert_eq(tide_pool_create(pool, &o), 0, "%s", tide_last_error());
+	*fd = test_file(len, 41);
+	p = tide_map(*pool, *fd, 0, len, TIDE_PROT_READ, 0);
+	cr_assert_not_null(p, "%s", tide_last_error());
+	return p;
+}
+
+/* Touch page after page (checking each) until the request reads 0; the
+ * number of pages it took, 0 if it never did within the file. */
+static size_t fault_until_held(const uint64_t *p, size_t len)
+{
+	for (size_t pg = 0; pg < len / (4 * KiB); pg++) {
+		cr_assert_eq(p[pg * 512], test_word(pg * 512, 41), "page %zu", pg);
+		if (cpu_latency_now() == 0)
+			return pg + 1;
+	}
+	return 0;
+}
+
+/* The request once nothing has kept it at 0 for a while (5 s at most). */
+static int32_t latency_after_quiet(void)
+{
+	uint64_t deadline = ms_now() + 5000;
+	int32_t us;
+
+	while ((us = cpu_latency_now()) == 0 && ms_now() < deadline)
+		usleep(1000);
+	return us;
+}
+
+Test(wakepoll, latency_request_held_while_faults_flow_then_released)
+{
+	int32_t base = cpu_latency_base(), now;
+	size_t len = 16 * MiB;
+	tide_pool *pool;
+	uint64_t *p;
+	struct tide_stats st;
+	int fd;
+
+	p = qos_pool(&pool, &fd, len);
+	st = test_stats(pool);
+	cr_expect_eq(st.wake_poll, TIDE_WAKE_POLL_QOS, "wake_poll %s", tide_wake_poll_name(st.wake_poll));
+	cr_expect_eq(test_threads_named("tide-latency", NULL, 0), 1);
+	cr_expect_eq(test_threads_named("tide-keeper", NULL, 0), 0, "keeper threads beside the request");
+	/* Mapping was work for the service thread too: once it has passed,
+	 * and before any fault, nothing is asked. */
+	cr_expect_eq(latency_after_quiet(), base, "the request asks for something before any fault");
+
+	cr_assert_gt(fault_until_held(p, len), 0, "faults flowed through 16 MiB and the request never read 0");
+	/* No faults now: within 1 ms and a bit it goes. */
+	now = latency_after_quiet();
+	cr_expect_eq(now, base, "the request still asks %d us 5 s after the last fault", now);
+	st = test_stats(pool);
+	cr_expect_geq(st.wake_periods, 1);
+
+	cr_assert_eq(tide_unmap(p), 0, "%s", tide_last_error());
+	cr_assert_eq(tide_pool_destroy(pool), 0, "%s", tide_last_error());
+	cr_expect_eq(test_threads_named("tide-latency", NULL, 0), 0, "the holder outlived its pool");
+	cr_expect_eq(cpu_latency_now(), base);
+	close(fd);
+}
+
+struct toucher {
+	const uint64_t *p;
+	size_t len;
+};
+
+static void *touch_forever(void *arg)
+{
+	const struct toucher *t = arg;
+	volatile uint64_t sink = 0;
+
+	for (size_t pg = 0;; pg = (pg + 1) % (t->len / (4 * KiB)))
+		sink += t->p[pg * 512];
+	return NULL;
+}
+
+/*
+ * A child of fork has no holder thread and its pool is dead; its copy of
+ * the device's file must not keep the request alive. Process A makes a
+ * pool, keeps faults flowing from one thread, forks B from another while
+ * the request reads 0, and dies without taking it back; B lives on. The
+ * request must go when A goes: had B kept its copy open, it would read 0
+ * until B exits.
+ */
+Test(wakepoll, a_fork_child_does_not_keep_the_latency_request)
+{
+	int32_t base = cpu_latency_base(), now;
+	int ready[2], hold[2], status;
+	pid_t a, b = 0;
+	uint64_t deadline;
+
+	cr_assert_eq(pipe(ready), 0);
+	cr_assert_eq(pipe(hold), 0);
+	if ((a = fork()) == 0) {
+		struct toucher t = { .len = 16 * MiB };
+		tide_pool *pool;
+		pthread_t th;
+		int fd;
+
+		close(ready[0]);
+		close(hold[1]);
+		t.p = qos_pool(&pool, &fd, t.len);
+		if (pthread_create(&th, NULL, touch_forever, &t))
+			_exit(2);
+		deadline = ms_now() + 5000;
+		while (cpu_latency_now() != 0)
+			if (ms_now() > deadline)
+				_exit(3);
+		if ((b = fork()) == 0) {
+			char c;
+
+			/* B: wait for the test to let go, then leave. */
+			if (read(hold[0], &c, 1) < 0)
+				_exit(4);
+			_exit(0);
+		}
+		if (b < 0 || write(ready[1], &b, sizeof(b)) != (ssize_t)sizeof(b))
+			_exit(5);
+		_exit(0);       /* faults still flowing: the request is 0 */
+	}
+	cr_assert_gt(a, 0);
+	close(ready[1]);
+	close(hold[0]);
+	cr_assert_eq(read(ready[0], &b, sizeof(b)), (ssize_t)sizeof(b), "A did not fork B");
+	cr_assert_eq(waitpid(a, &status, 0), a);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "A failed (status %#x)", status);
+
+	cr_assert_eq(kill(b, 0), 0, "B is gone");
+	now = latency_after_quiet();
+	/* B is A's child, not ours: it leaves when the pipe closes. */
+	close(hold[1]);
+	cr_expect_eq(now, base, "the request read %d us 5 s after A died, with B alive", now);
+	close(ready[0]);
 }
 
 /* utime + stime of one thread, in clock ticks. */
@@ -292,6 +492,7 @@ static uint64_t *spin_pool(tide_pool **pool, unsigned spin_us, unsigned wake_pol
 	o.page_size = 4 * KiB;
 	o.spin_us = spin_us;
 	o.wake_poll_us = wake_poll_us;
+	o.wake_qos = 0;         /* keeper threads, when wake_poll_us asks for them */
 	o.service_cpu = 0;
 	o.signal_faults = 0;
 	o.flush_interval_ms = 0;

@@ -319,6 +319,21 @@ static void keepers_run(bool on)
 	keepers_stop = 0;
 }
 
+/* Kernel-side halt polling, as TIDE_WAKE_QOS does it: a CPU latency
+ * request of 0 for the run, so idle vCPUs poll in the idle task and a
+ * wake-up aimed at one needs no interrupt. -1 if it cannot be made. */
+static int qos_hold(void)
+{
+	int32_t zero = 0;
+	int fd = open("/dev/cpu_dma_latency", O_WRONLY | O_CLOEXEC);
+
+	if (fd >= 0 && write(fd, &zero, sizeof(zero)) != (ssize_t)sizeof(zero)) {
+		close(fd);
+		fd = -1;
+	}
+	return fd;
+}
+
 static void test_uffd(void)
 {
 	size_t pages[] = { 4 * KiB, 64 * KiB };
@@ -331,9 +346,15 @@ static void test_uffd(void)
 		uffd_one("poll", 0, 1, true, pages[i], false, false);
 		uffd_one("unpinned", -1, -1, false, pages[i], false, false);
 		if (i == 0) {
+			int qos;
+
 			keepers_run(true);
 			uffd_one("unpinned_wakepoll", -1, -1, false, pages[i], false, false);
 			keepers_run(false);
+			if ((qos = qos_hold()) >= 0) {
+				uffd_one("unpinned_qos", -1, -1, false, pages[i], false, false);
+				close(qos);
+			}
 		}
 	}
 }

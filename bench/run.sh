@@ -12,8 +12,10 @@
 # build to measure (build-bench, a release build made here if missing).
 # Any TIDE_* variable in the environment reaches every tide run (e.g.
 # TIDE_SPIN_US=50); the ".nopoll" runs turn polling off (TIDE_SPIN_US=0 and
-# TIDE_WAKE_POLL_US=0), ".nospin" the service thread's (TIDE_SPIN_US=0), and
-# the pinned runs the keepers (TIDE_WAKE_POLL_US=0), where they only cost.
+# TIDE_WAKE_POLL_US=0), ".nospin" the service thread's (TIDE_SPIN_US=0),
+# ".threads" keep idle vCPUs polling with keeper threads instead of a CPU
+# latency request (TIDE_WAKE_QOS=0), and the pinned runs turn wake polling
+# off (TIDE_WAKE_POLL_US=0), where it only costs.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -108,9 +110,10 @@ part_tide() {
 	# fits only if its shard borrows the idle one's budget.
 	TIDE_WAKE_POLL_US=0 TIDE_SERVICE_THREADS=2 "$fault" --secs "$secs" --file "$data" --budget "$budget" --app-cpu 0 \
 		--tag shards permread:cache:4k | tag "$1" >>"$jsonl" || true
-	# Placement by default: no polling at all, keepers only (the default
-	# before the service thread polled), and one compute-bound thread
-	# beside the app, with and without the service thread's polling.
+	# Placement by default: no polling at all, the service thread not
+	# polling, keeper threads instead of the CPU latency request (the
+	# default before 2026-11-23, or where the request cannot be made), and
+	# one compute-bound thread beside the app, with each.
 	TIDE_WAKE_POLL_US=0 TIDE_SPIN_US=0 "$fault" --secs "$secs" --file "$data" \
 		--budget "$budget" --tag nopoll permread:cache:4k randread:cache:4k \
 		randread:cache:4k:fixed:2 | tag "$1" >>"$jsonl" || true
@@ -120,6 +123,11 @@ part_tide() {
 	"$fault" --secs "$secs" --file "$data" --budget "$budget" --busy 1 \
 		permread:cache:4k | tag "$1" >>"$jsonl" || true
 	TIDE_SPIN_US=0 "$fault" --secs "$secs" --file "$data" --budget "$budget" --busy 1 --tag nospin \
+		permread:cache:4k | tag "$1" >>"$jsonl" || true
+	TIDE_WAKE_QOS=0 "$fault" --secs "$secs" --file "$data" --budget "$budget" --tag threads \
+		permread:cache:4k randread:cache:4k randread:cache:4k:fixed:2 randread:disk:4k \
+		randread:disk:4k:fixed:8 | tag "$1" >>"$jsonl" || true
+	TIDE_WAKE_QOS=0 "$fault" --secs "$secs" --file "$data" --budget "$budget" --busy 1 --tag threads \
 		permread:cache:4k | tag "$1" >>"$jsonl" || true
 	# Faults served on the faulting thread (TIDE_SIGNAL_FAULTS): the same
 	# figures at default placement, with shards, and from disk (pinned:
@@ -250,6 +258,8 @@ machine() {
 	echo "- memory: $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
 	echo "- disk: $dir on $src ($(findmnt -no FSTYPE --target "$dir" 2>/dev/null)), scheduler $(cat /sys/block/"$dev"/queue/scheduler 2>/dev/null | sed 's/.*\[\(.*\)\].*/\1/' || echo ?)"
 	echo "- guest halt polling: $(cat /sys/devices/system/cpu/cpuidle/current_driver 2>/dev/null || echo '?') cpuidle driver, guest_halt_poll_ns $(cat "$hp_file" 2>/dev/null || echo n/a) (the .haltpoll figures: 200000)"
+	echo "- wake polling of the default runs: $(awk -F'"wake_poll":' '/"name":"tide.permread.cache.4k"/ && NF > 1 { split($2, v, ","); n = v[1]; exit }
+		END { split("off kernel qos threads", w, " "); print (n == "" ? "?" : w[n + 1]) }' "$jsonl") (doctor: tide doctor)"
 	echo "- tide: $built"
 	echo "- run: $reps repetitions, ${secs}s per figure, budget $budget, file $((bytes * 4 / 1048576)) MiB, $elapsed s in all; load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 	env | grep '^TIDE_' | sed 's/^/- env: /' || true
@@ -290,17 +300,22 @@ END {
 	print "| figure | tide | limit | ratio | target | met |"
 	print "|---|---|---|---|---|---|"
 	row("fill per fault, 1 thread, 4 KiB, page cache, room in the pool (vs uffd same-vCPU round trip)", "tide.permread.cache.4k", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
-	row("same, keepers only (TIDE_SPIN_US=0: the service thread sleeps after each pass; the default before 2026-11-23)", "tide.permread.cache.4k.nospin", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
+	row("same, keeper threads instead of the CPU latency request (TIDE_WAKE_QOS=0: the default before 2026-11-23-10, and where the request cannot be made)", "tide.permread.cache.4k.threads", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
+	row("same, the service thread sleeps after each pass (TIDE_SPIN_US=0)", "tide.permread.cache.4k.nospin", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
 	row("same, no polling (TIDE_SPIN_US=0 TIDE_WAKE_POLL_US=0)", "tide.permread.cache.4k.nopoll", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
 	row("same, one compute-bound thread beside the app (--busy 1)", "tide.permread.cache.4k.busy1", "faults_per_s", "uffd.same.4k", "per_s", "")
-	row("same, one compute-bound thread, keepers only (TIDE_SPIN_US=0)", "tide.permread.cache.4k.busy1.nospin", "faults_per_s", "uffd.same.4k", "per_s", "")
-	row("work of the compute-bound thread beside tide, polling service thread (vs keepers only; each as a share of its work alone)", "tide.permread.cache.4k.busy1", "busy_share", "tide.permread.cache.4k.busy1.nospin", "busy_share", "", "share")
+	row("same, one compute-bound thread, keeper threads (TIDE_WAKE_QOS=0)", "tide.permread.cache.4k.busy1.threads", "faults_per_s", "uffd.same.4k", "per_s", "")
+	row("same, one compute-bound thread, the service thread not polling (TIDE_SPIN_US=0)", "tide.permread.cache.4k.busy1.nospin", "faults_per_s", "uffd.same.4k", "per_s", "")
+	row("work of the compute-bound thread beside tide by default (vs with keeper threads; each as a share of its work alone)", "tide.permread.cache.4k.busy1", "busy_share", "tide.permread.cache.4k.busy1.threads", "busy_share", "", "share")
+	row("same, vs the service thread not polling", "tide.permread.cache.4k.busy1", "busy_share", "tide.permread.cache.4k.busy1.nospin", "busy_share", "", "share")
 	row("same, tide and app pinned to one vCPU, wake polling off (vs the same-vCPU round trip over the same walk, just before and after)", "tide.permread.cache.4k.pin0", "faults_per_s", "uffd.same.4k.beside", "per_s", 0.7)
 	row("same, data in memory: a custom store that copies and completes at once, no system call (pinned, polling off)", "tide.permread.mem.4k.pin0", "faults_per_s", "uffd.same.4k.beside", "per_s", 0.7)
-	row("same, default placement, both with idle vCPUs polling (vs the minimal handler with polling)", "tide.permread.cache.4k", "faults_per_s", "uffd.unpinned_wakepoll.4k", "per_s", "")
+	row("same, default placement, both with a CPU latency request of 0 (vs the minimal handler with it)", "tide.permread.cache.4k", "faults_per_s", "uffd.unpinned_qos.4k", "per_s", "")
+	row("same, both with keeper threads (vs the minimal handler with them)", "tide.permread.cache.4k.threads", "faults_per_s", "uffd.unpinned_wakepoll.4k", "per_s", "")
 	row("same, both without polling (vs the minimal handler at default placement)", "tide.permread.cache.4k.nopoll", "faults_per_s", "uffd.unpinned.4k", "per_s", "")
 	row("fill per fault with a full pool (every fill evicts), 4 KiB (vs uffd same-vCPU)", "tide.randread.cache.4k", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
-	row("same, keepers only (TIDE_SPIN_US=0)", "tide.randread.cache.4k.nospin", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
+	row("same, keeper threads (TIDE_WAKE_QOS=0)", "tide.randread.cache.4k.threads", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
+	row("same, the service thread not polling (TIDE_SPIN_US=0)", "tide.randread.cache.4k.nospin", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
 	row("same, no polling", "tide.randread.cache.4k.nopoll", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
 	row("same, tide and app pinned to one vCPU, wake polling off (vs the round trip beside it, as above)", "tide.randread.cache.4k.pin0", "faults_per_s", "uffd.same.4k.beside", "per_s", 0.7)
 	row("sequential 4 KiB reads, page cache, pages/s (read-ahead: few faults)", "tide.seqread.cache.4k", "per_s", "uffd.same.4k", "per_s", "")
@@ -312,7 +327,8 @@ END {
 	row("same, one service thread, vs what one server can do: one shared uffd and one handler thread for both", "tide.permread.cache.4k.t2.pin0", "faults_per_s", "uffd2.shared.4k", "per_s", "")
 	row("one app thread on two shards (pinned, polling off): its walk fits once its shard borrows the budget of the idle shard; evictions and peak in the last table (vs one service thread)", "tide.permread.cache.4k.pin0.shards", "faults_per_s", "tide.permread.cache.4k.pin0", "faults_per_s", "")
 	row("two app threads sharing a region, default placement, full pool", "tide.randread.cache.4k.t2", "faults_per_s", "uffd2.percpu.4k", "per_s", 0.7)
-	row("same, keepers only (TIDE_SPIN_US=0)", "tide.randread.cache.4k.t2.nospin", "faults_per_s", "uffd2.percpu.4k", "per_s", 0.7)
+	row("same, keeper threads (TIDE_WAKE_QOS=0)", "tide.randread.cache.4k.t2.threads", "faults_per_s", "uffd2.percpu.4k", "per_s", 0.7)
+	row("same, the service thread not polling (TIDE_SPIN_US=0)", "tide.randread.cache.4k.t2.nospin", "faults_per_s", "uffd2.percpu.4k", "per_s", 0.7)
 	row("same, no polling", "tide.randread.cache.4k.t2.nopoll", "faults_per_s", "uffd2.percpu.4k", "per_s", 0.7)
 	row("halt polling by the guest kernel on (guest_halt_poll_ns=200000, set by the bench for these runs; the keepers of tide stand down): fill per fault, 1 thread, 4 KiB, page cache, room in the pool, default placement (vs uffd same-vCPU round trip)", "tide.permread.cache.4k.haltpoll", "faults_per_s", "uffd.same.4k", "per_s", 0.7)
 	row("same, vs the minimal handler at default placement, halt polling on", "tide.permread.cache.4k.haltpoll", "faults_per_s", "uffd.unpinned.4k.haltpoll", "per_s", "")
@@ -342,6 +358,7 @@ END {
 	row("raw: UFFDIO_COPY + MADV_DONTNEED of 64 KiB pages by one thread, in order, no fault, no I/O (vs io_uring seq read QD32)", "copy.seq.64k", "mbps", "uring.seqread.64k.qd32", "mbps", "", "MB/s")
 	row("same, 512 KiB per UFFDIO_COPY (the size of one tide read)", "copy.seq.512k", "mbps", "uring.seqread.64k.qd32", "mbps", "", "MB/s")
 	row("random 4 KiB fill, 8 app threads (vs io_uring rand read QD8)", "tide.randread.disk.4k.t8", "fills_per_s", "uring.randread.4k.qd8", "per_s", 0.7)
+	row("same, keeper threads (TIDE_WAKE_QOS=0)", "tide.randread.disk.4k.t8.threads", "fills_per_s", "uring.randread.4k.qd8", "per_s", 0.7)
 	row("eviction of contiguous dirty pages into a new file, fixed, 64 KiB, fills free (vs io_uring seq write QD32 into a new file, just before and after)", "tide.seqwrite.fresh.64k.fixed", "wb_mbps", "uring.seqwrite.64k.qd32.fresh.beside", "mbps", 0.8, "MB/s")
 	row("same, direct", "tide.seqwrite.fresh.64k.direct", "wb_mbps", "uring.seqwrite.64k.qd32.fresh.beside", "mbps", 0.8, "MB/s")
 	paired("same, fixed, paired: each repetition against the mean of the raw writes just before and just after it, median of those ratios", "tide.seqwrite.fresh.64k.fixed", 0.8)
@@ -372,9 +389,13 @@ END {
 		u = q[3] == "mbps" ? "MB/s" : ""
 		printf "| %s (%s) | %s | %s | %s |\n", q[1], q[3] == "mbps" ? "MB/s" : "touches/s", fmt(t, u), fmt(k, u), (t != "" && k > 0) ? sprintf("%.2f", t / k) : "n/a"
 	}
-	t = get("tide.randread.disk.4k.nospin,per_s"); k = get("mmap.randread.4k,per_s")
-	if (t != "")
-		printf "| randread.disk.4k, keepers only (TIDE_SPIN_US=0) (touches/s) | %s | %s | %s |\n", fmt(t, ""), fmt(k, ""), (t != "" && k > 0) ? sprintf("%.2f", t / k) : "n/a"
+	split("threads:keeper threads (TIDE_WAKE_QOS=0)|nospin:the service thread not polling (TIDE_SPIN_US=0)", V, "|")
+	for (i = 1; i in V; i++) {
+		split(V[i], q, ":")
+		t = get("tide.randread.disk.4k." q[1] ",per_s"); k = get("mmap.randread.4k,per_s")
+		if (t != "")
+			printf "| randread.disk.4k, %s (touches/s) | %s | %s | %s |\n", q[2], fmt(t, ""), fmt(k, ""), (t != "" && k > 0) ? sprintf("%.2f", t / k) : "n/a"
+	}
 	t = get("tide.randread.disk.4k.haltpoll,per_s"); k = get("mmap.randread.4k.haltpoll,per_s")
 	if (t != "" || k != "")
 		printf "| randread.disk.4k, guest halt polling on, both (touches/s) | %s | %s | %s |\n", fmt(t, ""), fmt(k, ""), (t != "" && k > 0) ? sprintf("%.2f", t / k) : "n/a"

@@ -73,8 +73,8 @@ void tide__preload_options_init(struct tide__preload_options *o);
  * one list for the writer and the reader. */
 #define TIDE_PRELOAD_COUNTERS(X)                                                        \
 	X(faults) X(faults_read) X(faults_write) X(faults_wp) X(faults_signal)          \
-	X(signal_waits) X(signal_sleeps) X(spin_rests) X(fills) X(fills_zero)           \
-	X(prefetched) X(evictions) X(evictions_dirty) X(evictions_moved)                \
+	X(signal_waits) X(signal_sleeps) X(spin_rests) X(wake_periods) X(fills)         \
+	X(fills_zero) X(prefetched) X(evictions) X(evictions_dirty) X(evictions_moved)  \
 	X(fills_recycled) X(writebacks) X(writeback_errors) X(read_errors) X(flushes)   \
 	X(bytes_read) X(bytes_written)
 

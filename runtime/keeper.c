@@ -400,28 +400,29 @@ static int threads_start(struct tide_pool *p)
 }
 
 /*
- * Nothing when the option is 0, with signal faults (no service thread to
- * wake), with one CPU (no other vCPU to halt), or when the kernel polls
- * idle vCPUs itself; else a latency request where this process may make
- * one that makes idle CPUs poll; else keeper threads. Measured here (AMD
- * VM, default placement, page-cache fills, one app thread, the service
- * thread not polling): 49-50k faults/s with the kernel's halt polling and
- * no keepers, 21-26k/s with both, 25-30k/s with keepers alone; polling
+ * Nothing when the option is 0, with one CPU (no other vCPU to halt), or
+ * when the kernel polls idle vCPUs itself; else a latency request where
+ * this process may make one that makes idle CPUs poll; else keeper threads,
+ * but not with signal faults (app threads serve their own faults, and a
+ * keeper would take the CPU a woken one needs). Measured here (AMD VM,
+ * default placement, page-cache fills, one app thread, the service thread
+ * not polling): 49-50k faults/s with the kernel's halt polling and no
+ * keepers, 21-26k/s with both, 25-30k/s with keepers alone; polling
  * (TIDE_SPIN_US): 53-67k/s with the latency request, 26-35k/s with
- * keepers.
+ * keepers. With signal faults, random 4 KiB reads from disk: 10.1-10.7k
+ * against 7.3-8.3k/s for one thread, 25-31k against 22-27k for eight.
  */
 int tide__wake_poll_plan(const struct tide_options *o, char *why, size_t len)
 {
+	int fallback = o->signal_faults ? TIDE_WAKE_POLL_OFF : TIDE_WAKE_POLL_THREADS;
+	const char *instead = o->signal_faults ? "nothing (no keeper threads with TIDE_SIGNAL_FAULTS)"
+					       : "keeper threads";
 	cpu_set_t allowed;
 	long halt_poll;
 	int fd;
 
 	if (!o->wake_poll_us) {
 		snprintf(why, len, "turned off (TIDE_WAKE_POLL_US=0)");
-		return TIDE_WAKE_POLL_OFF;
-	}
-	if (o->signal_faults) {
-		snprintf(why, len, "faults are served on the threads that take them (TIDE_SIGNAL_FAULTS)");
 		return TIDE_WAKE_POLL_OFF;
 	}
 	if ((halt_poll = tide__guest_halt_poll(NULL, 0)) > 0) {
@@ -434,16 +435,16 @@ int tide__wake_poll_plan(const struct tide_options *o, char *why, size_t len)
 		return TIDE_WAKE_POLL_OFF;
 	}
 	if (!o->wake_qos) {
-		snprintf(why, len, "keeper threads (TIDE_WAKE_QOS=0)");
-		return TIDE_WAKE_POLL_THREADS;
+		snprintf(why, len, "%s (TIDE_WAKE_QOS=0)", instead);
+		return fallback;
 	}
 	if (!tide__idle_polls()) {
-		snprintf(why, len, "keeper threads: a CPU has no polling idle state to ask for");
-		return TIDE_WAKE_POLL_THREADS;
+		snprintf(why, len, "%s: a CPU has no polling idle state to ask for", instead);
+		return fallback;
 	}
 	if ((fd = open(QOS_DEVICE, O_WRONLY | O_CLOEXEC)) < 0) {
-		snprintf(why, len, "keeper threads: cannot open %s (%s)", QOS_DEVICE, strerror(errno));
-		return TIDE_WAKE_POLL_THREADS;
+		snprintf(why, len, "%s: cannot open %s (%s)", instead, QOS_DEVICE, strerror(errno));
+		return fallback;
 	}
 	close(fd);
 	snprintf(why, len, "a CPU latency request of 0 while faults flow (%s)", QOS_DEVICE);
@@ -456,8 +457,9 @@ int tide__keepers_start(struct tide_pool *p)
 	int mode = tide__wake_poll_plan(&p->opt, why, sizeof(why)), ret;
 
 	if (mode == TIDE_WAKE_POLL_QOS && (ret = holder_start(p)) < 0) {
-		snprintf(why, sizeof(why), "keeper threads: no CPU latency request (%s)", strerror(-ret));
-		mode = TIDE_WAKE_POLL_THREADS;
+		snprintf(why, sizeof(why), "%s: no CPU latency request (%s)",
+			 p->opt.signal_faults ? "nothing" : "keeper threads", strerror(-ret));
+		mode = p->opt.signal_faults ? TIDE_WAKE_POLL_OFF : TIDE_WAKE_POLL_THREADS;
 	}
 	if (mode == TIDE_WAKE_POLL_THREADS && (ret = threads_start(p)) < 0)
 		return ret;

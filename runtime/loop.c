@@ -567,8 +567,7 @@ int tide__pool_start(struct tide_pool **out, const struct tide_options *opts,
 	if (!p->start_error && tide__watchdog_start(p) < 0)
 		tide__warn("cannot start the watchdog thread; running without it");
 	/* A shard's faults kick its parent's keepers: one set per pool. */
-	if (!p->start_error && !parent && !p->opt.signal_faults &&
-	    (ret = tide__keepers_start(p)) < 0)
+	if (!p->start_error && !parent && (ret = tide__keepers_start(p)) < 0)
 		tide__warn("cannot start the wake-poll threads (%s); running without them",
 			   strerror(-ret));
 	if (p->start_error) {

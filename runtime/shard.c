@@ -56,7 +56,7 @@ int tide__shards_create(struct tide_pool **out, const struct tide_options *opts)
 	pthread_mutex_init(&p->lock, NULL);
 	/* One set of keepers per pool, however many shards kick them; they
 	 * start first so that every shard's service thread sees them. */
-	ret = opts->signal_faults ? 0 : tide__keepers_start(p);
+	ret = tide__keepers_start(p);
 	if (ret < 0)
 		tide__warn("cannot start the wake-poll threads (%s); running without them",
 			   strerror(-ret));

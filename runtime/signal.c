@@ -193,6 +193,9 @@ static bool serve(struct tide_pool *p, uintptr_t addr, const void *uc)
 	struct tide_pool *outer = tide__ring_service(p);
 	struct region *r;
 
+	/* Faults flow: idle vCPUs poll (a latency request) from now, so this
+	 * thread's wake-up from a read or a wait lands at once. */
+	tide__keepers_kick(p);
 	tide__state_lock(p);
 	for (;;) {
 		uint64_t page;

@@ -541,7 +541,8 @@ struct tide_pool {
 /* ---- keeper.c ---- */
 /* What keeps idle CPUs polling for a pool with options o (enum
  * tide_wake_poll); why gets the reason in words. tide__keepers_start
- * starts it (falling back to threads if the request cannot be made). */
+ * starts it (falling back as the plan does if the request cannot be made
+ * after all). */
 int tide__wake_poll_plan(const struct tide_options *o, char *why, size_t len);
 int tide__keepers_start(struct tide_pool *p);
 void tide__keepers_stop(struct tide_pool *p);

@@ -409,8 +409,8 @@ static int threads_start(struct tide_pool *p)
  * not polling): 49-50k faults/s with the kernel's halt polling and no
  * keepers, 21-26k/s with both, 25-30k/s with keepers alone; polling
  * (TIDE_SPIN_US): 53-67k/s with the latency request, 26-35k/s with
- * keepers. With signal faults, random 4 KiB reads from disk: 10.1-10.7k
- * against 7.3-8.3k/s for one thread, 25-31k against 22-27k for eight.
+ * keepers. With signal faults, random 4 KiB reads from disk: 9.8-11.3k
+ * against 8.9-9.5k/s for one thread, 23-32k against 19-22k for eight.
  */
 int tide__wake_poll_plan(const struct tide_options *o, char *why, size_t len)
 {

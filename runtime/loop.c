@@ -647,7 +647,6 @@ int tide_pool_options(tide_pool *p, struct tide_options *opts)
 int tide_pool_stats(tide_pool *p, struct tide_stats *stats)
 {
 	struct request req = { .kind = REQ_STATS, .stats = stats };
-
 	int ret;
 
 	if (!p || !stats)

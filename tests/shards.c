@@ -664,50 +664,49 @@ Test(shards, latency_percentiles_come_from_the_merged_histograms)
 
 /* ---- keepers: one per CPU for the pool, not per shard ---- */
 
-Test(shards, wake_poll_keepers_are_one_per_cpu_not_per_shard)
+/* A pool of two shards with wake polling by keeper threads or by a CPU
+ * latency request (wake_qos). */
+static tide_pool *wake_pool(int wake_qos)
 {
 	struct tide_options o;
 	tide_pool *pool;
+
+	tide_options_init(&o);
+	o.budget = 2 * SHARD_BUDGET;
+	o.page_size = PAGE;
+	o.service_cpu = -1;
+	o.service_threads = 2;
+	o.wake_poll_us = 1000;
+	o.wake_qos = wake_qos;
+	o.signal_faults = 0;     /* keepers serve faults sent to service threads */
+	o.spin_us = 0;
+	cr_assert_eq(tide_pool_create(&pool, &o), 0, "%s", tide_last_error());
+	return pool;
+}
+
+Test(shards, wake_poll_keepers_are_one_per_cpu_not_per_shard)
+{
+	tide_pool *pool;
 	cpu_set_t set;
-	int ncpu;
 
 	test_require_uffd();
 	test_require_keepers();
 	cr_assert_eq(sched_getaffinity(0, sizeof(set), &set), 0);
-	ncpu = CPU_COUNT(&set);
-	tide_options_init(&o);
-	o.budget = 2 * SHARD_BUDGET;
-	o.page_size = PAGE;
-	o.service_cpu = -1;
-	o.service_threads = 2;
-	o.wake_poll_us = 1000;
-	o.wake_qos = 0;          /* threads, not a latency request (below) */
-	o.signal_faults = 0;     /* keepers serve faults sent to service threads */
-	o.spin_us = 0;
-	cr_assert_eq(tide_pool_create(&pool, &o), 0, "%s", tide_last_error());
-	cr_expect_eq(test_threads_named("tide-keeper", NULL, 0), ncpu);
+	pool = wake_pool(0);
+	cr_expect_eq(test_threads_named("tide-keeper", NULL, 0), CPU_COUNT(&set));
 	cr_assert_eq(tide_pool_destroy(pool), 0, "%s", tide_last_error());
 	cr_expect_eq(test_threads_named("tide-keeper", NULL, 0), 0);
 }
 
-/* Likewise one holder of the CPU latency request for the pool, and every
- * shard's stats name it. */
+/* Likewise one holder of the CPU latency request for the pool, and the
+ * pool's stats name it. */
 Test(shards, wake_poll_latency_request_is_one_per_pool)
 {
-	struct tide_options o;
 	tide_pool *pool;
 
 	test_require_uffd();
 	test_require_wake_qos();
-	tide_options_init(&o);
-	o.budget = 2 * SHARD_BUDGET;
-	o.page_size = PAGE;
-	o.service_cpu = -1;
-	o.service_threads = 2;
-	o.wake_poll_us = 1000;
-	o.wake_qos = 1;
-	o.signal_faults = 0;
-	cr_assert_eq(tide_pool_create(&pool, &o), 0, "%s", tide_last_error());
+	pool = wake_pool(1);
 	cr_expect_eq(test_threads_named("tide-latency", NULL, 0), 1);
 	cr_expect_eq(test_threads_named("tide-keeper", NULL, 0), 0);
 	cr_expect_eq(test_stats(pool).wake_poll, TIDE_WAKE_POLL_QOS);

@@ -533,7 +533,7 @@ struct tide_pool {
 	uint64_t spin_cpus;       /* CPUs (< 64) a service thread polls on: no keeper spins there */
 	bool keep_stop;
 	int keep_mode;            /* enum tide_wake_poll */
-	int keep_qos_fd;          /* TIDE_WAKE_POLL_QOS: /dev/cpu_dma_latency, else -1 */
+	int keep_qos_fd;          /* /dev/cpu_dma_latency, in keep_mode TIDE_WAKE_POLL_QOS only */
 	uint64_t keep_periods;    /* tide_stats.wake_periods */
 	struct tide_pool *keep_qos_next; /* pools holding a latency request, for fork */
 };
@@ -558,9 +558,6 @@ void tide__keepers_read_end(struct tide_pool *p);
 bool tide__keepers_reading(struct tide_pool *p);
 /* stats->wake_poll and ->wake_periods of p (or a shard's parent). */
 void tide__keepers_stats(struct tide_pool *p, struct tide_stats *stats);
-/* Every CPU this process may run on has a polling idle state that a CPU
- * latency request of 0 selects (cpuidle state0 "POLL", enabled). */
-bool tide__idle_polls(void);
 /* hazard.c: a small /proc or /sys text file, without its newline; "" on error. */
 char *tide__read_text(const char *path, char *buf, size_t len);
 /* The guest's haltpoll window in ns, 0 if off, -1 if not a haltpoll guest;

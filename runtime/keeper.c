@@ -268,7 +268,7 @@ long tide__guest_halt_poll(char *driver, size_t len)
  * latency request of 0 selects (every cpuidle governor does: the request
  * rules out any state with an exit latency). Without a cpuidle driver an
  * idle CPU halts whatever is asked. */
-bool tide__idle_polls(void)
+static bool idle_polls(void)
 {
 	cpu_set_t allowed;
 
@@ -438,7 +438,7 @@ int tide__wake_poll_plan(const struct tide_options *o, char *why, size_t len)
 		snprintf(why, len, "%s (TIDE_WAKE_QOS=0)", instead);
 		return fallback;
 	}
-	if (!tide__idle_polls()) {
+	if (!idle_polls()) {
 		snprintf(why, len, "%s: a CPU has no polling idle state to ask for", instead);
 		return fallback;
 	}

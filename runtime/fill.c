@@ -40,6 +40,8 @@ struct fill {
 	bool zero;               /* a store hole: buf is the zero source */
 	bool installed;          /* fill_now put the pages in already */
 	bool demand;             /* a fault waits for it: counted in keep_reads */
+	uint64_t mode;           /* handed off: the copy mode */
+	size_t copied;           /* handed off: bytes put in place */
 	void *buf;
 	uint32_t frames[];
 };
@@ -304,6 +306,64 @@ void tide__fill_unstage_drop(struct tide_pool *p, struct region *r)
 			stream_drop(p, r, s);
 }
 
+static int handoff_copy(struct tide_io *io)
+{
+	struct fill *fl = container_of(io, struct fill, io);
+	struct region *r = fl->region;
+	size_t len = (size_t)fl->n * r->page_size;
+	char *addr = tide__page_addr(r, fl->page);
+
+	while (fl->copied < len) {
+		int64_t copied = 0;
+		int ret = tide__uffd_copy(io->pool->uffd, addr + fl->copied, (char *)fl->buf + fl->copied,
+					  len - fl->copied, fl->mode, &copied);
+
+		fl->copied += copied > 0 ? (size_t)copied : 0;
+		if (ret && ret != -EAGAIN)
+			return ret;
+	}
+	return 0;
+}
+
+static void handoff_back(struct tide_io *io, ssize_t res)
+{
+	struct fill *fl = container_of(io, struct fill, io);
+	struct tide_pool *p = io->pool;
+	struct region *r = fl->region;
+	size_t ps = r->page_size;
+	uint32_t i = 0;
+
+	(void)res;
+	r->busy -= fl->n;
+	for (; (size_t)(i + 1) * ps <= fl->copied; i++)
+		fill_installed(p, fl, fl->frames[i]);
+	for (; i < fl->n; i++)
+		tide__frame_free(p, fl->frames[i]);
+	tide__bounce_put(&p->bounce, fl->buf, (size_t)fl->n * ps);
+	free(fl);
+}
+
+static bool handoff(struct tide_pool *p, struct fill *fl)
+{
+	uint64_t mode;
+
+	if (!p->installer || fl->zero || fl->n < 2)
+		return false;
+	mode = copy_mode(tide__frame(p, fl->frames[0]));
+	for (uint32_t k = 0; k < fl->n; k++) {
+		struct frame *fr = tide__frame(p, fl->frames[k]);
+
+		if (fr->t_fault || copy_mode(fr) != mode)
+			return false;
+	}
+	fl->mode = mode;
+	fl->copied = 0;
+	fl->io.start = handoff_copy;
+	fl->io.done = handoff_back;
+	fl->region->busy += fl->n;
+	return tide__installer_take(p, &fl->io);
+}
+
 static void fill_done(struct tide_io *io, ssize_t res)
 {
 	struct fill *fl = container_of(io, struct fill, io);
@@ -345,6 +405,8 @@ static void fill_done(struct tide_io *io, ssize_t res)
 		tide__ring_push(p);   /* the disk reads on while these go in */
 	}
 	i = fill_trigger(p, fl, &stream);
+	if (i == fl->n && handoff(p, fl))
+		return;
 	install_span(p, fl, 0, i);
 	if (i < fl->n) {
 		install_span(p, fl, i + 1, fl->n);

@@ -186,6 +186,9 @@ int tide__ring_submit(struct tide_pool *p);
 int tide__ring_reap(struct tide_pool *p);        /* completions handled */
 void tide__io_submit(struct tide_pool *p, struct tide_io *io); /* honours queue depth */
 void tide__io_backlog_run(struct tide_pool *p);
+int tide__installer_start(struct tide_pool *p);
+void tide__installer_stop(struct tide_pool *p);
+bool tide__installer_take(struct tide_pool *p, struct tide_io *io);
 int tide__io_remote_run(struct tide_pool *p);       /* completions from other threads */
 
 /* ---- store_file.c: the file store, written on struct tide_store_ops ---- */
@@ -486,6 +489,7 @@ struct tide_pool {
 	pthread_mutex_t lock;
 	struct request *requests;
 	struct tide_io *remote_done;
+	struct tide__installer *installer;
 
 	/* TIDE_SIGNAL_FAULTS (signal.c): what the service thread owns is
 	 * owned by the holder of `state`; faults that wait sleep on serve_seq */

@@ -570,6 +570,8 @@ int tide__pool_start(struct tide_pool **out, const struct tide_options *opts,
 	if (!p->start_error && !parent && (ret = tide__keepers_start(p)) < 0)
 		tide__warn("cannot start the wake-poll threads (%s); running without them",
 			   strerror(-ret));
+	if (!p->start_error)
+		tide__installer_start(p);
 	if (p->start_error) {
 		ret = tide__fail(p->start_error, "the service loop failed to start: %s",
 				 uv_strerror(p->start_error));
@@ -617,6 +619,7 @@ int tide_pool_destroy(tide_pool *p)
 	if (ret < 0)
 		return ret;
 	uv_thread_join(&p->thread);
+	tide__installer_stop(p);
 	tide__keepers_stop(p);
 	tide__watchdog_stop(p);
 	uv_sem_destroy(&p->started);

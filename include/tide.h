@@ -75,7 +75,8 @@ struct tide_options {
 	int signal_faults;          /* TIDE_SIGNAL_FAULTS: serve faults on the faulting thread (SIGBUS) */
 	int recycle;                /* TIDE_RECYCLE: evict dirty pages by moving them out, reuse them */
 	int wake_qos;               /* TIDE_WAKE_QOS: wake polling by a CPU latency request where allowed */
-	uint64_t reserved[5];       /* zero; room to grow without breaking the ABI */
+	int install_thread;         /* TIDE_INSTALL_THREAD: a second thread installs read-ahead */
+	uint64_t reserved[4];       /* zero; room to grow without breaking the ABI */
 };
 
 void tide_options_init(struct tide_options *opts);
@@ -222,7 +223,9 @@ struct tide_stats {
 	uint64_t signal_sleeps;     /* of those waits, ones polling (TIDE_WAKE_POLL_US) did not end: it slept */
 	uint64_t spin_rests;        /* times a polling service thread (TIDE_SPIN_US) gave its CPU to a busy thread and slept */
 	uint64_t wake_periods;      /* times idle CPUs were set polling as faults began to flow (TIDE_WAKE_POLL_US) */
-	uint64_t reserved[4];       /* zero; room to grow without breaking the ABI */
+	uint64_t fills_offloaded;   /* of fills, pages read ahead that the install thread put in place */
+	int install_thread;         /* 1 if an install thread runs (TIDE_INSTALL_THREAD) */
+	uint64_t reserved[2];       /* zero; room to grow without breaking the ABI */
 };
 
 int tide_pool_stats(tide_pool *pool, struct tide_stats *stats);

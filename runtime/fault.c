@@ -115,7 +115,9 @@ static void ra_fill(struct tide_pool *p, struct region *r, struct ra_stream *s, 
 		for (; t < q; t++) {
 			uint32_t f = tide__slot(r, t);
 
-			if (f != TIDE_NO_FRAME && tide__frame(p, f)->state == FRAME_FILLING) {
+			/* Not one the install thread has: it was read already. */
+			if (f != TIDE_NO_FRAME && tide__frame(p, f)->state == FRAME_FILLING &&
+			    !tide__frame(p, f)->offloaded) {
 				tide__frame(p, f)->trigger = (uint8_t)(1 + (s - r->streams));
 				break;
 			}
@@ -270,6 +272,19 @@ static void fault_wp(struct tide_pool *p, struct region *r, uint64_t page, uint6
 		/* The writer waits until the write-back completes; then the page
 		 * stays, dirty again, instead of being dropped. */
 		fr->redirtied = 1;
+		p->st.c.faults_coalesced++;
+		break;
+	case FRAME_FILLING:
+		/* Only a page the install thread put in is present while it
+		 * fills (installer.c): the writer waits until the service thread
+		 * takes the fill back, then the page is dirty and writable. */
+		if (!fr->offloaded) {
+			tide__uffd_wake(p->uffd, addr, r->page_size);
+			break;
+		}
+		fr->want_write = 1;
+		if (!fr->t_fault)
+			fr->t_fault = now;
 		p->st.c.faults_coalesced++;
 		break;
 	default:

@@ -40,8 +40,8 @@ struct fill {
 	bool zero;               /* a store hole: buf is the zero source */
 	bool installed;          /* fill_now put the pages in already */
 	bool demand;             /* a fault waits for it: counted in keep_reads */
-	uint64_t mode;           /* handed off: the copy mode */
-	size_t copied;           /* handed off: bytes put in place */
+	uint64_t mode;           /* offloaded (installer.c): the copy mode */
+	size_t copied;           /* offloaded: bytes in place */
 	void *buf;
 	uint32_t frames[];
 };
@@ -100,7 +100,7 @@ static void fill_installed(struct tide_pool *p, const struct fill *fl, uint32_t 
 	if (fr->state == FRAME_DIRTY)
 		tide__dirty_add(p, r, (int64_t)r->page_size);
 	/* Read-ahead earns its place only by being used (a fault on it). */
-	fr->referenced = fr->prefetch != FILL_READAHEAD;
+	fr->referenced = fr->prefetch != FILL_READAHEAD || fr->t_fault;
 	tide__frame_resident(p, f);
 	p->st.c.fills++;
 	p->st.c.fills_zero += fl->zero;
@@ -306,7 +306,14 @@ void tide__fill_unstage_drop(struct tide_pool *p, struct region *r)
 			stream_drop(p, r, s);
 }
 
-static int handoff_copy(struct tide_io *io)
+/*
+ * The install thread's part of a handed-off fill (installer.c): put the
+ * pages in, nothing else (it owns none of the pool's state). A partial
+ * copy goes on from the byte that stopped it; a 4 KiB already there
+ * (EEXIST) is stepped over, as in install(); anything else ends it, and
+ * the service thread frees the pages not in.
+ */
+static int offload_copy(struct tide_io *io)
 {
 	struct fill *fl = container_of(io, struct fill, io);
 	struct region *r = fl->region;
@@ -319,13 +326,19 @@ static int handoff_copy(struct tide_io *io)
 					  len - fl->copied, fl->mode, &copied);
 
 		fl->copied += copied > 0 ? (size_t)copied : 0;
-		if (ret && ret != -EAGAIN)
+		if (ret == -EEXIST) {
+			tide__uffd_wake(io->pool->uffd, addr + fl->copied, TIDE_MIN_PAGE);
+			fl->copied += TIDE_MIN_PAGE;
+		} else if (ret && (ret != -EAGAIN || copied <= 0)) {
 			return ret;
+		}
 	}
 	return 0;
 }
 
-static void handoff_back(struct tide_io *io, ssize_t res)
+/* Back on the service thread: the pages in become resident; a write that
+ * waited for one (fault_wp) gets it writable, and dirty. */
+static void offload_done(struct tide_io *io, ssize_t res)
 {
 	struct fill *fl = container_of(io, struct fill, io);
 	struct tide_pool *p = io->pool;
@@ -333,33 +346,51 @@ static void handoff_back(struct tide_io *io, ssize_t res)
 	size_t ps = r->page_size;
 	uint32_t i = 0;
 
-	(void)res;
+	(void)res;   /* fl->copied says what went in */
 	r->busy -= fl->n;
-	for (; (size_t)(i + 1) * ps <= fl->copied; i++)
+	for (; (size_t)(i + 1) * ps <= fl->copied; i++) {
+		struct frame *fr = tide__frame(p, fl->frames[i]);
+
+		fr->offloaded = 0;
+		if (fr->want_write && fl->mode)
+			tide__uffd_wp(p->uffd, tide__page_addr(r, fl->page + i), ps, false, true);
 		fill_installed(p, fl, fl->frames[i]);
+		p->st.c.fills_offloaded++;
+	}
 	for (; i < fl->n; i++)
 		tide__frame_free(p, fl->frames[i]);
 	tide__bounce_put(&p->bounce, fl->buf, (size_t)fl->n * ps);
 	free(fl);
 }
 
-static bool handoff(struct tide_pool *p, struct fill *fl)
+/*
+ * Hand a read fill over to the install thread, if it is one it may take:
+ * read ahead, no fault waiting on any page (a waiter is served sooner
+ * here), and every page going in write-protected, or into a read-only
+ * region, so that no write can land before the service thread knows the
+ * page (installer.c). True if handed over.
+ */
+static bool offload(struct tide_pool *p, struct fill *fl)
 {
 	uint64_t mode;
 
 	if (!p->installer || fl->zero || fl->n < 2)
 		return false;
 	mode = copy_mode(tide__frame(p, fl->frames[0]));
+	if (!mode && (fl->region->prot & TIDE_PROT_WRITE))
+		return false;
 	for (uint32_t k = 0; k < fl->n; k++) {
 		struct frame *fr = tide__frame(p, fl->frames[k]);
 
-		if (fr->t_fault || copy_mode(fr) != mode)
+		if (fr->t_fault || fr->prefetch != FILL_READAHEAD || copy_mode(fr) != mode)
 			return false;
 	}
+	for (uint32_t k = 0; k < fl->n; k++)
+		tide__frame(p, fl->frames[k])->offloaded = 1;
 	fl->mode = mode;
 	fl->copied = 0;
-	fl->io.start = handoff_copy;
-	fl->io.done = handoff_back;
+	fl->io.start = offload_copy;
+	fl->io.done = offload_done;
 	fl->region->busy += fl->n;
 	return tide__installer_take(p, &fl->io);
 }
@@ -405,7 +436,7 @@ static void fill_done(struct tide_io *io, ssize_t res)
 		tide__ring_push(p);   /* the disk reads on while these go in */
 	}
 	i = fill_trigger(p, fl, &stream);
-	if (i == fl->n && handoff(p, fl))
+	if (i == fl->n && offload(p, fl))
 		return;
 	install_span(p, fl, 0, i);
 	if (i < fl->n) {

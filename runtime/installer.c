@@ -1,4 +1,32 @@
-/* PROTOTYPE: a second thread runs the UFFDIO_COPY of read-ahead fills nobody waits for. */
+/*
+ * The install thread (TIDE_INSTALL_THREAD): UFFDIO_COPY of read-ahead fills
+ * on a second thread, so the service thread goes on serving faults and
+ * completions while pages go in.
+ *
+ * A sequential scan from disk is bound by the service thread: for each
+ * 512 KiB read it copies 512 KiB into the region (UFFDIO_COPY, ~60 us on
+ * these machines), and while it copies, the next fault and the next
+ * completion wait. Here the copy of a read-ahead fill nobody waits for is
+ * handed over instead: the service thread keeps the bookkeeping (frames,
+ * CLOCK, counters), the install thread only makes the ioctl, and its
+ * completion comes back to the service loop like a custom store's
+ * (tide_io_complete from another thread: the remote list and the wake-up).
+ *
+ * What may be handed over (fill.c, handoff): a read-ahead fill, read from
+ * the store, whose pages no fault waits for and which all go in
+ * write-protected (or into a read-only region). The last rule keeps
+ * write-back exact without any ordering between the two threads: a write
+ * to such a page before the service thread has taken it back raises a
+ * write-protect fault, which waits (fault.c, fault_wp) until the service
+ * thread has marked the page dirty and lifts the protection. A page stays
+ * FILLING, with its frame flagged `offloaded`, until then: eviction,
+ * flush and unmap see a fill in flight, as for a read (r->busy).
+ *
+ * One thread per pool, not per shard, and none where it cannot run beside
+ * the service thread (one allowed CPU) or where faults are served on the
+ * faulting thread (TIDE_SIGNAL_FAULTS: a handler that found its page
+ * FILLING would wait for the service thread instead of installing it).
+ */
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
@@ -12,17 +40,19 @@ struct tide__installer {
 	pthread_t thread;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	struct tide_io *todo, **todo_tail;
-	bool idle, stop;
+	struct tide_io *todo, **todo_tail;  /* FIFO: runs go in in the order read */
+	bool idle;                          /* waiting on cond: signal it */
+	bool stop;
 };
 
 static void *installer_main(void *arg)
 {
 	struct tide__installer *in = arg;
 
+	pthread_setname_np(pthread_self(), "tide-install");
 	pthread_mutex_lock(&in->lock);
 	for (;;) {
-		struct tide_io *io, *next, *batch;
+		struct tide_io *io, *next;
 
 		if (!in->todo) {
 			if (in->stop)
@@ -32,14 +62,13 @@ static void *installer_main(void *arg)
 			in->idle = false;
 			continue;
 		}
-		batch = in->todo;
+		io = in->todo;
 		in->todo = NULL;
 		in->todo_tail = &in->todo;
 		pthread_mutex_unlock(&in->lock);
-		for (io = batch; io; io = next) {
+		for (; io; io = next) {
 			next = io->next;
-			io->res = io->start(io);
-			tide_io_complete(io, io->res);
+			tide_io_complete(io, io->start(io));
 		}
 		pthread_mutex_lock(&in->lock);
 	}
@@ -47,12 +76,20 @@ static void *installer_main(void *arg)
 	return NULL;
 }
 
+/* Whether a second thread can run beside the service thread at all. */
+static bool two_cpus(void)
+{
+	cpu_set_t set;
+
+	return sched_getaffinity(0, sizeof(set), &set) < 0 || CPU_COUNT(&set) > 1;
+}
+
 int tide__installer_start(struct tide_pool *p)
 {
 	struct tide__installer *in;
-	const char *e = getenv("TIDE_INSTALLER");
+	int ret;
 
-	if (!e || *e != '1' || p->parent)
+	if (!p->opt.install_thread || p->parent || p->opt.signal_faults || !two_cpus())
 		return 0;
 	in = calloc(1, sizeof(*in));
 	if (!in)
@@ -61,15 +98,18 @@ int tide__installer_start(struct tide_pool *p)
 	in->todo_tail = &in->todo;
 	pthread_mutex_init(&in->lock, NULL);
 	pthread_cond_init(&in->cond, NULL);
-	if (pthread_create(&in->thread, NULL, installer_main, in)) {
+	ret = pthread_create(&in->thread, NULL, installer_main, in);
+	if (ret) {
+		pthread_cond_destroy(&in->cond);
+		pthread_mutex_destroy(&in->lock);
 		free(in);
-		return -EAGAIN;
+		return -ret;
 	}
-	pthread_setname_np(in->thread, "tide-install");
 	p->installer = in;
 	return 0;
 }
 
+/* Runs when nothing is handed over any more: the pool has no regions. */
 void tide__installer_stop(struct tide_pool *p)
 {
 	struct tide__installer *in = p->installer;
@@ -81,6 +121,8 @@ void tide__installer_stop(struct tide_pool *p)
 	pthread_cond_signal(&in->cond);
 	pthread_mutex_unlock(&in->lock);
 	pthread_join(in->thread, NULL);
+	pthread_cond_destroy(&in->cond);
+	pthread_mutex_destroy(&in->lock);
 	free(in);
 	p->installer = NULL;
 }
@@ -88,16 +130,21 @@ void tide__installer_stop(struct tide_pool *p)
 bool tide__installer_take(struct tide_pool *p, struct tide_io *io)
 {
 	struct tide__installer *in = p->installer;
+	bool idle;
 
 	if (!in)
 		return false;
+	io->pool = p;
 	io->next = NULL;
+	/* In flight like a read: the loop reaps it, the watchdog sees it. */
 	p->inflight++;
 	pthread_mutex_lock(&in->lock);
 	*in->todo_tail = io;
 	in->todo_tail = &io->next;
-	if (in->idle)
-		pthread_cond_signal(&in->cond);
+	idle = in->idle;
+	in->idle = false;          /* one signal per sleep */
 	pthread_mutex_unlock(&in->lock);
+	if (idle)
+		pthread_cond_signal(&in->cond);
 	return true;
 }

@@ -76,7 +76,7 @@ void tide__preload_options_init(struct tide__preload_options *o);
 	X(signal_waits) X(signal_sleeps) X(spin_rests) X(wake_periods) X(fills)         \
 	X(fills_zero) X(prefetched) X(evictions) X(evictions_dirty) X(evictions_moved)  \
 	X(fills_recycled) X(writebacks) X(writeback_errors) X(read_errors) X(flushes)   \
-	X(bytes_read) X(bytes_written)
+	X(fills_offloaded) X(bytes_read) X(bytes_written)
 
 int tide__parse_size(const char *s, uint64_t *out);
 int tide__parse_bool(const char *s, int *out);
@@ -186,8 +186,12 @@ int tide__ring_submit(struct tide_pool *p);
 int tide__ring_reap(struct tide_pool *p);        /* completions handled */
 void tide__io_submit(struct tide_pool *p, struct tide_io *io); /* honours queue depth */
 void tide__io_backlog_run(struct tide_pool *p);
-int tide__installer_start(struct tide_pool *p);
+
+/* ---- installer.c: the install thread (TIDE_INSTALL_THREAD) ---- */
+int tide__installer_start(struct tide_pool *p);   /* 0 also when it does not apply */
 void tide__installer_stop(struct tide_pool *p);
+/* Run io->start on the install thread; io->done comes back on the service
+ * thread. False (nothing done) where there is no install thread. */
 bool tide__installer_take(struct tide_pool *p, struct tide_io *io);
 int tide__io_remote_run(struct tide_pool *p);       /* completions from other threads */
 
@@ -223,6 +227,7 @@ struct frame {
 	uint8_t trigger;         /* read-ahead: 1 + the stream (r->streams) whose trigger
 	                          * page this is: staged when read unless a fault waits */
 	uint8_t moved;           /* WRITEBACK: the page is out of the region, in the spare room */
+	uint8_t offloaded;       /* FILLING: read, and with the install thread (installer.c) */
 	uint64_t t_fault;        /* when the fault was read (latency) */
 };
 

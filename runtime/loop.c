@@ -540,11 +540,17 @@ int tide__pool_start(struct tide_pool **out, const struct tide_options *opts,
 	p->opt.writeback = p->writeback;
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_mutex_init(&p->state, NULL);
+	ret = tide__installer_start(p);
+	if (ret < 0)
+		tide__warn("cannot start the install thread (%s); the service thread installs "
+			   "every page", strerror(-ret));
 	if (p->opt.verbose && !parent) {
 		tide__options_print(stderr, &p->opt);
-		tide__info("bounce buffers %zu bytes (%s), write-back %s, eviction %s",
-			   p->bounce.size, p->bounce.registered ? "registered" : "not registered",
-			   tide_writeback_name(p->writeback), recycle_name(p));
+		tide__info("bounce buffers %zu bytes (%s), write-back %s, eviction %s, read-ahead "
+			   "installed by %s", p->bounce.size,
+			   p->bounce.registered ? "registered" : "not registered",
+			   tide_writeback_name(p->writeback), recycle_name(p),
+			   p->installer ? "the install thread" : "the service thread");
 	} else if (p->opt.verbose) {
 		tide__info("shard %u: service thread on CPU %d, budget %zu bytes, bounce buffers "
 			   "%zu bytes (%s), write-back %s, eviction %s", shard, p->opt.service_cpu,
@@ -570,8 +576,6 @@ int tide__pool_start(struct tide_pool **out, const struct tide_options *opts,
 	if (!p->start_error && !parent && (ret = tide__keepers_start(p)) < 0)
 		tide__warn("cannot start the wake-poll threads (%s); running without them",
 			   strerror(-ret));
-	if (!p->start_error)
-		tide__installer_start(p);
 	if (p->start_error) {
 		ret = tide__fail(p->start_error, "the service loop failed to start: %s",
 				 uv_strerror(p->start_error));
@@ -584,6 +588,7 @@ int tide__pool_start(struct tide_pool **out, const struct tide_options *opts,
 fail_thread:
 	uv_sem_destroy(&p->started);
 fail_sem:
+	tide__installer_stop(p);
 	pthread_mutex_destroy(&p->state);
 	pthread_mutex_destroy(&p->lock);
 	tide__epochs_fini(p);

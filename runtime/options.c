@@ -44,6 +44,7 @@
 #define FIELD_SIGNAL_FAULTS signal_faults
 #define FIELD_RECYCLE recycle
 #define FIELD_WAKE_QOS wake_qos
+#define FIELD_INSTALL_THREAD install_thread
 
 /* The ABI: fields come out of reserved[], the struct keeps its size. */
 _Static_assert(sizeof(void *) != 8 || sizeof(struct tide_options) == 136,
@@ -66,6 +67,7 @@ const struct tide__option tide__options[] = {
 	OPT_RANGE(SERVICE_THREADS, "1", 1, TIDE_MAX_SHARDS, "service threads, 1-64; N > 1 splits the pool into N shards, each with its own service thread pinned to one CPU, userfaultfd, io_uring ring and bounce buffers, starting with 1/N of the budget (lent to a busy shard while the others idle); a region is served by the shard on the CPU that maps it (else round robin); see docs/design.md, Shards"),
 	OPT(SIGNAL_FAULTS, OPT_BOOL, "0", "serve each fault on the thread that took it, in a SIGBUS handler (UFFD_FEATURE_SIGBUS), not on the service thread: no context switch per fault, but a system call that touches a page not in memory fails with EFAULT instead of waiting; see docs/design.md, Faults on the faulting thread"),
 	OPT(RECYCLE, OPT_BOOL, "1", "evict dirty pages by moving them out of their region (UFFDIO_MOVE, Linux 6.8+), write them from there (fixed: from a copy in the bounce buffers), then reuse them for the fills of holes (direct: a sequential writer's first ones from huge pages, so its writes are few segments): no write-protect, drop or page allocation per page; 0 (or a kernel without UFFDIO_MOVE) protects, writes and drops them; see docs/design.md, Recycling"),
+	OPT(INSTALL_THREAD, OPT_BOOL, "1", "a second thread puts read-ahead pages in place (UFFDIO_COPY) while the service thread goes on serving faults and completions; only pages no fault waits for that go in write-protected (or into a read-only region), so a write to one waits for the service thread; not with TIDE_SIGNAL_FAULTS, TIDE_SERVICE_THREADS > 1 or a single allowed CPU; 0 installs everything on the service thread; see docs/design.md, The install thread"),
 	OPT(ODIRECT, OPT_BOOL, "1", "open file stores with O_DIRECT where the filesystem allows"),
 	OPT(READ_AHEAD, OPT_UINT, "256", "pages filled ahead of each sequential run of faults (a region follows up to 8 runs at once), at most 4 MiB per run and an eighth of the budget for a region's runs together, in reads of up to 512 KiB; 0 turns it off"),
 	OPT(WATCHDOG, OPT_UINT, "0", "debug: report a service loop stuck for this many seconds with faults pending"),

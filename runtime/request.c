@@ -26,6 +26,7 @@ static void stats_snapshot(struct tide_pool *p, struct tide_stats *out)
 	out->regions = p->nregions;
 	out->writeback = p->writeback;
 	out->recycle = p->spare.on;
+	out->install_thread = p->installer != NULL;
 	out->odirect = __atomic_load_n(&p->odirect_used, __ATOMIC_RELAXED);
 }
 

@@ -106,9 +106,11 @@ void tide__stats_sum(struct tide_stats *sum, struct tide__stats *all,
 	ADD(signal_waits);
 	ADD(signal_sleeps);
 	ADD(spin_rests);
+	ADD(fills_offloaded);
 #undef ADD
 	sum->writeback = s->writeback;     /* every shard resolves it alike */
 	sum->recycle = s->recycle;
+	sum->install_thread |= s->install_thread;
 	sum->odirect |= s->odirect;
 	all->lat_count += h->lat_count;
 	all->lat_sum += h->lat_sum;

@@ -488,6 +488,7 @@ static void run(const struct spec *s)
 	out_u64(&o, "drop_calls", st1.drop_calls - st0.drop_calls);
 	out_u64(&o, "evictions_moved", st1.evictions_moved - st0.evictions_moved);
 	out_u64(&o, "fills_recycled", st1.fills_recycled - st0.fills_recycled);
+	out_u64(&o, "fills_offloaded", st1.fills_offloaded - st0.fills_offloaded);
 	if (st1.faults_signal > st0.faults_signal) {
 		out_u64(&o, "signal_waits", st1.signal_waits - st0.signal_waits);
 		out_u64(&o, "signal_sleeps", st1.signal_sleeps - st0.signal_sleeps);

@@ -137,6 +137,11 @@ part_tide() {
 		randread:disk:4k:fixed:8 | tag "$1" >>"$jsonl" || true
 	TIDE_SIGNAL_FAULTS=1 TIDE_SERVICE_THREADS=2 "$fault" --secs "$secs" --file "$data" --budget "$budget" \
 		--app-cpu 0 --tag shards.sig permread:cache:4k:fixed:2 | tag "$1" >>"$jsonl" || true
+	# Read-ahead installed by the service thread itself
+	# (TIDE_INSTALL_THREAD=0): the install thread stays the default only
+	# while it wins against this.
+	TIDE_INSTALL_THREAD=0 "$fault" --secs "$secs" --file "$data" --budget "$budget" --tag noinstall \
+		seqread:disk:64k seqread:cache:64k seqread:cache:4k | tag "$1" >>"$jsonl" || true
 	# Eviction as kernels without UFFDIO_MOVE do it (TIDE_RECYCLE=0):
 	# recycling stays the default only while it wins against this.
 	beside uringwf "$1"
@@ -355,6 +360,10 @@ END {
 	row("same, one page in 16 written", "wpasync.async.sparse16.4k", "pages_per_s", "wpasync.sync.sparse16.4k", "pages_per_s", "")
 	row("sequential fill from disk, 64 KiB pages (vs io_uring seq read QD32)", "tide.seqread.disk.64k", "fill_mbps", "uring.seqread.64k.qd32", "mbps", 0.9, "MB/s")
 	row("same, vs what one thread can put in place: UFFDIO_COPY of 64 KiB and MADV_DONTNEED, in order, no fault, no I/O", "tide.seqread.disk.64k", "fill_mbps", "copy.seq.64k", "mbps", "", "MB/s")
+	row("same, read-ahead installed by the service thread (TIDE_INSTALL_THREAD=0)", "tide.seqread.disk.64k.noinstall", "fill_mbps", "uring.seqread.64k.qd32", "mbps", "", "MB/s")
+	row("sequential fill from disk, 64 KiB, install thread (default) vs TIDE_INSTALL_THREAD=0", "tide.seqread.disk.64k", "fill_mbps", "tide.seqread.disk.64k.noinstall", "fill_mbps", "", "MB/s")
+	row("same, from the page cache", "tide.seqread.cache.64k", "fill_mbps", "tide.seqread.cache.64k.noinstall", "fill_mbps", "", "MB/s")
+	row("same, page cache, 4 KiB pages", "tide.seqread.cache.4k", "fill_mbps", "tide.seqread.cache.4k.noinstall", "fill_mbps", "", "MB/s")
 	row("raw: UFFDIO_COPY + MADV_DONTNEED of 64 KiB pages by one thread, in order, no fault, no I/O (vs io_uring seq read QD32)", "copy.seq.64k", "mbps", "uring.seqread.64k.qd32", "mbps", "", "MB/s")
 	row("same, 512 KiB per UFFDIO_COPY (the size of one tide read)", "copy.seq.512k", "mbps", "uring.seqread.64k.qd32", "mbps", "", "MB/s")
 	row("random 4 KiB fill, 8 app threads (vs io_uring rand read QD8)", "tide.randread.disk.4k.t8", "fills_per_s", "uring.randread.4k.qd8", "per_s", 0.7)

@@ -31,6 +31,10 @@
  * calls, and with spare pages (spare.c) fewer moves, each a TLB shootdown
  * on the app's vCPU. */
 #define HOLE_RUN_BYTES FILL_MAX_BYTES
+/* The least a fill hands to the install thread. A hand-off costs the
+ * service thread a few microseconds (a futex wake, the completion's trip
+ * back); copying 4 KiB costs it about one, 64 KiB about 25. */
+#define OFFLOAD_MIN_BYTES (64u << 10)
 
 struct fill {
 	struct tide_io io;
@@ -374,7 +378,7 @@ static bool offload(struct tide_pool *p, struct fill *fl)
 {
 	uint64_t mode;
 
-	if (!p->installer || fl->zero || fl->n < 2)
+	if (!p->installer || fl->zero || (size_t)fl->n * fl->region->page_size < OFFLOAD_MIN_BYTES)
 		return false;
 	mode = copy_mode(tide__frame(p, fl->frames[0]));
 	if (!mode && (fl->region->prot & TIDE_PROT_WRITE))

@@ -46,6 +46,7 @@ struct fill {
 	bool demand;             /* a fault waits for it: counted in keep_reads */
 	uint64_t mode;           /* offloaded (installer.c): the copy mode */
 	size_t copied;           /* offloaded: bytes in place */
+	uint64_t t_copied;       /* offloaded: when the install thread was done */
 	void *buf;
 	uint32_t frames[];
 };
@@ -323,8 +324,9 @@ static int offload_copy(struct tide_io *io)
 	struct region *r = fl->region;
 	size_t len = (size_t)fl->n * r->page_size;
 	char *addr = tide__page_addr(r, fl->page);
+	int err = 0;
 
-	while (fl->copied < len) {
+	while (fl->copied < len && !err) {
 		int64_t copied = 0;
 		int ret = tide__uffd_copy(io->pool->uffd, addr + fl->copied, (char *)fl->buf + fl->copied,
 					  len - fl->copied, fl->mode, &copied);
@@ -334,10 +336,11 @@ static int offload_copy(struct tide_io *io)
 			tide__uffd_wake(io->pool->uffd, addr + fl->copied, TIDE_MIN_PAGE);
 			fl->copied += TIDE_MIN_PAGE;
 		} else if (ret && (ret != -EAGAIN || copied <= 0)) {
-			return ret;
+			err = ret;
 		}
 	}
-	return 0;
+	fl->t_copied = tide__now_ns();
+	return err;
 }
 
 /* Back on the service thread: the pages in become resident; a write that
@@ -355,10 +358,21 @@ static void offload_done(struct tide_io *io, ssize_t res)
 	for (; (size_t)(i + 1) * ps <= fl->copied; i++) {
 		struct frame *fr = tide__frame(p, fl->frames[i]);
 
+		uint64_t t_fault = fr->t_fault;
+
 		fr->offloaded = 0;
 		if (fr->want_write && fl->mode)
 			tide__uffd_wp(p->uffd, tide__page_addr(r, fl->page + i), ps, false, true);
+		/* A fault on the page waited until it was in (or, for a write,
+		 * until now): not for the trip back here. */
+		fr->t_fault = 0;
 		fill_installed(p, fl, fl->frames[i]);
+		if (t_fault) {
+			uint64_t until = fr->want_write && fl->mode ? tide__now_ns() : fl->t_copied;
+
+			fr->referenced = 1;
+			tide__stats_latency(&p->st, until > t_fault ? until - t_fault : 0);
+		}
 		p->st.c.fills_offloaded++;
 	}
 	for (; i < fl->n; i++)

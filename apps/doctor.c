@@ -77,6 +77,8 @@ struct doctor {
 	long halt_poll;                               /* guest_halt_poll_ns, -1 none */
 	int wake_poll;                                /* enum tide_wake_poll a pool would use */
 	char wake_why[160];
+	bool install_thread;                          /* a pool would have an install thread */
+	char install_why[160];
 
 	struct tide__hazard_result hz[TIDE__HZ_COUNT][TIDE__HZ_NMODES];
 	bool path_safe[2];                            /* [0] direct, [1] fixed */
@@ -284,6 +286,7 @@ static void check_wakeups(struct doctor *d)
 	d->halt_poll = tide__guest_halt_poll(d->cpuidle, sizeof(d->cpuidle));
 	tide_options_init(&o);
 	d->wake_poll = tide__wake_poll_plan(&o, d->wake_why, sizeof(d->wake_why));
+	d->install_thread = tide__installer_plan(&o, d->install_why, sizeof(d->install_why));
 	if (d->halt_poll == 0 && d->wake_poll == TIDE_WAKE_POLL_THREADS)
 		WARN(d, "the guest kernel's halt polling is off (haltpoll, guest_halt_poll_ns=0): an idle "
 		     "vCPU halts at once, and a fault at default placement wakes two. Wake polling "
@@ -393,6 +396,7 @@ static void print_human(const struct doctor *d)
 	else if (d->halt_poll == 0)
 		printf("  guest halt polling        off\n");
 	printf("wake polling                %s: %s\n", tide_wake_poll_name(d->wake_poll), d->wake_why);
+	printf("install thread              %s\n", d->install_why);
 
 	if (d->hazards_on) {
 		printf("\nhazards: a thread touching its own write-protected page (timeout %d ms)\n",
@@ -501,6 +505,11 @@ static void print_json(const struct doctor *d)
 	cli_json_bool(&j, "keepers_stand_down", d->wake_poll != TIDE_WAKE_POLL_THREADS);
 	cli_json_str(&j, "wake_poll", tide_wake_poll_name(d->wake_poll));
 	cli_json_str(&j, "wake_poll_why", d->wake_why);
+	cli_json_close(&j);
+
+	cli_json_object(&j, "install_thread");
+	cli_json_bool(&j, "used", d->install_thread);
+	cli_json_str(&j, "why", d->install_why);
 	cli_json_close(&j);
 
 	if (d->hazards_on) {

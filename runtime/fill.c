@@ -357,7 +357,6 @@ static void offload_done(struct tide_io *io, ssize_t res)
 	r->busy -= fl->n;
 	for (; (size_t)(i + 1) * ps <= fl->copied; i++) {
 		struct frame *fr = tide__frame(p, fl->frames[i]);
-
 		uint64_t t_fault = fr->t_fault;
 
 		fr->offloaded = 0;

@@ -3,16 +3,16 @@
  * on a second thread, so the service thread goes on serving faults and
  * completions while pages go in.
  *
- * A sequential scan from disk is bound by the service thread: for each
- * 512 KiB read it copies 512 KiB into the region (UFFDIO_COPY, ~60 us on
- * these machines), and while it copies, the next fault and the next
- * completion wait. Here the copy of a read-ahead fill nobody waits for is
+ * A sequential scan whose data comes fast (the page cache, a disk the host
+ * caches) is bound by the service thread: for each 512 KiB read it copies
+ * 512 KiB into the region (UFFDIO_COPY, ~60 us on these machines), and
+ * while it copies, the next fault and the next completion wait. Here the copy of a read-ahead fill nobody waits for is
  * handed over instead: the service thread keeps the bookkeeping (frames,
  * CLOCK, counters), the install thread only makes the ioctl, and its
  * completion comes back to the service loop like a custom store's
  * (tide_io_complete from another thread: the remote list and the wake-up).
  *
- * What may be handed over (fill.c, handoff): a read-ahead fill, read from
+ * What may be handed over (fill.c, offload): a read-ahead fill, read from
  * the store, whose pages no fault waits for and which all go in
  * write-protected (or into a read-only region). The last rule keeps
  * write-back exact without any ordering between the two threads: a write
@@ -30,6 +30,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -84,12 +85,30 @@ static bool two_cpus(void)
 	return sched_getaffinity(0, sizeof(set), &set) < 0 || CPU_COUNT(&set) > 1;
 }
 
+bool tide__installer_plan(const struct tide_options *o, char *why, size_t len)
+{
+	const char *because = NULL;
+
+	if (!o->install_thread)
+		because = "off (TIDE_INSTALL_THREAD=0)";
+	else if (o->signal_faults)
+		because = "off: faults are served on the faulting thread (TIDE_SIGNAL_FAULTS)";
+	else if (o->service_threads > 1)
+		because = "off: each shard installs on its own service thread (TIDE_SERVICE_THREADS > 1)";
+	else if (!two_cpus())
+		because = "off: the process may run on one CPU only";
+	if (why)
+		snprintf(why, len, "%s", because ? because :
+			 "on: read-ahead goes in on a second thread beside the service thread");
+	return !because;
+}
+
 int tide__installer_start(struct tide_pool *p)
 {
 	struct tide__installer *in;
 	int ret;
 
-	if (!p->opt.install_thread || p->parent || p->opt.signal_faults || !two_cpus())
+	if (p->parent || !tide__installer_plan(&p->opt, NULL, 0))
 		return 0;
 	in = calloc(1, sizeof(*in));
 	if (!in)

@@ -267,6 +267,17 @@ Test(doctor, healthy_machine_json)
 			expect_str("wakeups.wake_poll", "kernel");
 		cr_assert(get(&doc, "wakeups.cpuidle_driver"), "no wakeups.cpuidle_driver");
 	}
+	/* The install thread as a pool would decide it. */
+	{
+		struct tide_options o;
+		char why[160];
+		bool used;
+
+		tide_options_init(&o);
+		used = tide__installer_plan(&o, why, sizeof(why));
+		expect_str("install_thread.used", used ? "true" : "false");
+		expect_str("install_thread.why", why);
+	}
 }
 
 Test(doctor, human_table)

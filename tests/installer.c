@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "internal.h"
 #include "tide.h"
 
 #define PS     (64 * KiB)
@@ -214,4 +215,45 @@ Test(installer, unmap_while_pages_go_in)
 	cr_expect_gt(offloaded, 0, "no read-ahead went in on the install thread");
 	cr_assert_eq(tide_pool_destroy(pool), 0, "%s", tide_last_error());
 	close(fd);
+}
+
+/* Where the install thread does not apply, the pool says so and runs
+ * without one: faults served on the faulting thread, and shards. */
+Test(installer, none_with_signal_faults_or_shards)
+{
+	struct tide_options o;
+	tide_pool *pool;
+	char why[160];
+	int ret;
+
+	test_require_uffd();
+	tide_options_init(&o);
+	o.install_thread = 1;
+	o.signal_faults = 1;
+	o.service_threads = 1;
+	cr_expect(!tide__installer_plan(&o, why, sizeof(why)));
+	cr_expect(strstr(why, "TIDE_SIGNAL_FAULTS"), "%s", why);
+	ret = tide_pool_create(&pool, &o);
+	if (ret == 0) {
+		cr_expect_eq(test_stats(pool).install_thread, 0);
+		cr_expect_eq(test_threads_named("tide-install", NULL, 0), 0);
+		cr_assert_eq(tide_pool_destroy(pool), 0, "%s", tide_last_error());
+	} else {
+		cr_expect_eq(ret, -ENOSYS, "%s", tide_last_error());
+	}
+
+	o.signal_faults = 0;
+	o.service_threads = 2;
+	o.budget = 64 * MiB;
+	cr_expect(!tide__installer_plan(&o, why, sizeof(why)));
+	cr_expect(strstr(why, "TIDE_SERVICE_THREADS"), "%s", why);
+	cr_assert_eq(tide_pool_create(&pool, &o), 0, "%s", tide_last_error());
+	cr_expect_eq(test_stats(pool).install_thread, 0);
+	cr_expect_eq(test_threads_named("tide-install", NULL, 0), 0);
+	cr_assert_eq(tide_pool_destroy(pool), 0, "%s", tide_last_error());
+
+	o.service_threads = 1;
+	o.install_thread = 0;
+	cr_expect(!tide__installer_plan(&o, why, sizeof(why)));
+	cr_expect(strstr(why, "TIDE_INSTALL_THREAD=0"), "%s", why);
 }

@@ -450,13 +450,14 @@ static void report_text(const char *prog, int status, uint64_t ns, const struct 
 		snprintf(waits, sizeof(waits), ", which waited %llu times, %llu of them asleep",
 			 (unsigned long long)t->signal_waits, (unsigned long long)t->signal_sleeps);
 	fprintf(stderr, "tide run: faults %llu (read %llu, write %llu, write-protect %llu; "
-		"on the faulting thread %llu%s); pages filled %llu (read ahead %llu, holes %llu), "
-		"%s read\n",
+		"on the faulting thread %llu%s); pages filled %llu (read ahead %llu, of them put in "
+		"by the install thread %llu; holes %llu), %s read\n",
 		(unsigned long long)t->faults, (unsigned long long)t->faults_read,
 		(unsigned long long)t->faults_write, (unsigned long long)t->faults_wp,
 		(unsigned long long)t->faults_signal, waits,
 		(unsigned long long)t->fills, (unsigned long long)t->prefetched,
-		(unsigned long long)t->fills_zero, cli_format_bytes(t->bytes_read, a, sizeof(a)));
+		(unsigned long long)t->fills_offloaded, (unsigned long long)t->fills_zero,
+		cli_format_bytes(t->bytes_read, a, sizeof(a)));
 	if (t->spin_rests == 1)
 		fprintf(stderr, "tide run: the polling service thread gave its CPU to a busy thread "
 			"once (TIDE_SPIN_US)\n");

@@ -355,6 +355,7 @@ static void offload_done(struct tide_io *io, ssize_t res)
 
 	(void)res;   /* fl->copied says what went in */
 	r->busy -= fl->n;
+	p->offloads_back++;
 	for (; (size_t)(i + 1) * ps <= fl->copied; i++) {
 		struct frame *fr = tide__frame(p, fl->frames[i]);
 		uint64_t t_fault = fr->t_fault;
@@ -408,8 +409,11 @@ static bool offload(struct tide_pool *p, struct fill *fl)
 	fl->copied = 0;
 	fl->io.start = offload_copy;
 	fl->io.done = offload_done;
+	if (!tide__installer_take(p, &fl->io))
+		return false;
 	fl->region->busy += fl->n;
-	return tide__installer_take(p, &fl->io);
+	p->offloads++;
+	return true;
 }
 
 static void fill_done(struct tide_io *io, ssize_t res)

@@ -363,7 +363,7 @@ struct request {
 	struct region *region;
 	uintptr_t addr;          /* base of the region, resolved on the service thread */
 	uint64_t first, end;     /* page range [first, end) */
-	uint64_t cursor;
+	uint64_t cursor;         /* stats: the fills handed over it waits for */
 	uint64_t filled;         /* prefetch: fills started */
 	bool asked;              /* prefetch: budget asked of a sibling shard */
 	struct request *wait_next; /* on an epoch's waiters */
@@ -497,6 +497,7 @@ struct tide_pool {
 	struct request *requests;
 	struct tide_io *remote_done;
 	struct tide__installer *installer;
+	uint64_t offloads, offloads_back; /* fills handed to it, and taken back */
 
 	/* TIDE_SIGNAL_FAULTS (signal.c): what the service thread owns is
 	 * owned by the holder of `state`; faults that wait sleep on serve_seq */

@@ -30,6 +30,17 @@ static void stats_snapshot(struct tide_pool *p, struct tide_stats *out)
 	out->odirect = __atomic_load_n(&p->odirect_used, __ATOMIC_RELAXED);
 }
 
+static bool stats_step(struct tide_pool *p, struct request *req)
+{
+	if (p->offloads_back < req->cursor)
+		return false;
+	stats_snapshot(p, req->stats);
+	if (req->raw)
+		*req->raw = p->st;
+	tide__request_finish(p, req, 0);
+	return true;
+}
+
 void tide__request_start(struct tide_pool *p, struct request *req)
 {
 	struct region *r;
@@ -39,10 +50,14 @@ void tide__request_start(struct tide_pool *p, struct request *req)
 		tide__request_finish(p, req, tide__region_attach(p, req->region));
 		return;
 	case REQ_STATS:
-		stats_snapshot(p, req->stats);
-		if (req->raw)
-			*req->raw = p->st;
-		tide__request_finish(p, req, 0);
+		/* Pages the install thread has put in may be in use already:
+		 * the snapshot waits until the fills handed over before it are
+		 * back and counted (it runs FIFO, so a count says which). */
+		req->cursor = p->offloads;
+		if (!stats_step(p, req)) {
+			req->next = p->active;
+			p->active = req;
+		}
 		return;
 	case REQ_STOP:
 		if (p->nregions) {
@@ -255,7 +270,10 @@ void tide__requests_progress(struct tide_pool *p)
 
 		/* A finished request belongs to its (woken) caller again: do not
 		 * touch it after the step returns true. */
-		if (req->kind == REQ_PREFETCH ? prefetch_step(p, req) : flush_step(p, req))
+		bool done = req->kind == REQ_STATS ? stats_step(p, req) :
+			    req->kind == REQ_PREFETCH ? prefetch_step(p, req) : flush_step(p, req);
+
+		if (done)
 			*pp = next;
 		else
 			pp = &req->next;

@@ -286,13 +286,21 @@ static void check_wakeups(struct doctor *d)
 	d->halt_poll = tide__guest_halt_poll(d->cpuidle, sizeof(d->cpuidle));
 	tide_options_init(&o);
 	d->wake_poll = tide__wake_poll_plan(&o, d->wake_why, sizeof(d->wake_why));
-	d->install_thread = tide__installer_plan(&o, d->install_why, sizeof(d->install_why));
 	if (d->halt_poll == 0 && d->wake_poll == TIDE_WAKE_POLL_THREADS)
 		WARN(d, "the guest kernel's halt polling is off (haltpoll, guest_halt_poll_ns=0): an idle "
 		     "vCPU halts at once, and a fault at default placement wakes two. Wake polling "
 		     "uses %s, about half as fast as a CPU latency request (TIDE_WAKE_QOS: give this "
 		     "user write access to /dev/cpu_dma_latency) or the kernel's own polling (as root: "
 		     "echo 200000 > /sys/module/haltpoll/parameters/guest_halt_poll_ns)", d->wake_why);
+}
+
+/* Whether a pool here would put read-ahead in on an install thread, and why. */
+static void check_install_thread(struct doctor *d)
+{
+	struct tide_options o;
+
+	tide_options_init(&o);
+	d->install_thread = tide__installer_plan(&o, d->install_why, sizeof(d->install_why));
 }
 
 /* Every case in every set-up; a path is safe when each case it uses completes,
@@ -608,6 +616,7 @@ int tide_cmd_doctor(int argc, char **argv)
 	check_uring(d);
 	check_odirect(d);
 	check_wakeups(d);
+	check_install_thread(d);
 	/* The hazards need a working write-protecting uffd; without one the
 	 * reasons above already say why tide cannot run. */
 	if (d->hazards_on && d->nreasons == 0)

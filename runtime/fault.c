@@ -278,15 +278,14 @@ static void fault_wp(struct tide_pool *p, struct region *r, uint64_t page, uint6
 		/* Only a page the install thread put in is present while it
 		 * fills (installer.c): the writer waits until the service thread
 		 * takes the fill back, then the page is dirty and writable. */
-		if (!fr->offloaded) {
-			tide__uffd_wake(p->uffd, addr, r->page_size);
+		if (fr->offloaded) {
+			fr->want_write = 1;
+			if (!fr->t_fault)
+				fr->t_fault = now;
+			p->st.c.faults_coalesced++;
 			break;
 		}
-		fr->want_write = 1;
-		if (!fr->t_fault)
-			fr->t_fault = now;
-		p->st.c.faults_coalesced++;
-		break;
+		/* fall through */
 	default:
 		tide__uffd_wake(p->uffd, addr, r->page_size);
 		break;

@@ -409,10 +409,9 @@ static bool offload(struct tide_pool *p, struct fill *fl)
 	fl->copied = 0;
 	fl->io.start = offload_copy;
 	fl->io.done = offload_done;
-	if (!tide__installer_take(p, &fl->io))
-		return false;
 	fl->region->busy += fl->n;
 	p->offloads++;
+	tide__installer_take(p, &fl->io);
 	return true;
 }
 

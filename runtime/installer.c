@@ -6,11 +6,12 @@
  * A sequential scan whose data comes fast (the page cache, a disk the host
  * caches) is bound by the service thread: for each 512 KiB read it copies
  * 512 KiB into the region (UFFDIO_COPY, ~60 us on these machines), and
- * while it copies, the next fault and the next completion wait. Here the copy of a read-ahead fill nobody waits for is
- * handed over instead: the service thread keeps the bookkeeping (frames,
- * CLOCK, counters), the install thread only makes the ioctl, and its
- * completion comes back to the service loop like a custom store's
- * (tide_io_complete from another thread: the remote list and the wake-up).
+ * while it copies, the next fault and the next completion wait. Here the
+ * copy of a read-ahead fill nobody waits for is handed over instead: the
+ * service thread keeps the bookkeeping (frames, CLOCK, counters), the
+ * install thread only makes the ioctl, and its completion comes back to the
+ * service loop like a custom store's (tide_io_complete from another
+ * thread: the remote list and the wake-up).
  *
  * What may be handed over (fill.c, offload): a read-ahead fill, read from
  * the store, whose pages no fault waits for and which all go in
@@ -37,7 +38,6 @@
 #include "internal.h"
 
 struct tide__installer {
-	struct tide_pool *pool;
 	pthread_t thread;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
@@ -113,7 +113,6 @@ int tide__installer_start(struct tide_pool *p)
 	in = calloc(1, sizeof(*in));
 	if (!in)
 		return -ENOMEM;
-	in->pool = p;
 	in->todo_tail = &in->todo;
 	pthread_mutex_init(&in->lock, NULL);
 	pthread_cond_init(&in->cond, NULL);
@@ -146,13 +145,11 @@ void tide__installer_stop(struct tide_pool *p)
 	p->installer = NULL;
 }
 
-bool tide__installer_take(struct tide_pool *p, struct tide_io *io)
+void tide__installer_take(struct tide_pool *p, struct tide_io *io)
 {
 	struct tide__installer *in = p->installer;
 	bool idle;
 
-	if (!in)
-		return false;
 	io->pool = p;
 	io->next = NULL;
 	/* In flight like a read: the loop reaps it, the watchdog sees it. */
@@ -165,5 +162,4 @@ bool tide__installer_take(struct tide_pool *p, struct tide_io *io)
 	pthread_mutex_unlock(&in->lock);
 	if (idle)
 		pthread_cond_signal(&in->cond);
-	return true;
 }

@@ -193,9 +193,9 @@ int tide__io_remote_run(struct tide_pool *p);       /* completions from other th
 bool tide__installer_plan(const struct tide_options *o, char *why, size_t len);
 int tide__installer_start(struct tide_pool *p);   /* 0 also when it does not apply */
 void tide__installer_stop(struct tide_pool *p);
-/* Run io->start on the install thread; io->done comes back on the service
- * thread. False (nothing done) where there is no install thread. */
-bool tide__installer_take(struct tide_pool *p, struct tide_io *io);
+/* Run io->start on the install thread (p->installer is set); io->done
+ * comes back on the service thread. */
+void tide__installer_take(struct tide_pool *p, struct tide_io *io);
 
 /* ---- store_file.c: the file store, written on struct tide_store_ops ---- */
 extern const struct tide_store_ops tide__file_store_ops;

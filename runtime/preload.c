@@ -17,8 +17,8 @@
  * drops pages with madvise(MADV_DONTNEED) and releases a region with
  * munmap. Such a call must reach the kernel, never the policy below. A
  * call is tide's own when its return address lies in this library (the
- * service, keeper and watchdog threads run only tide code), or when the
- * calling thread is inside a tide call made from here (`inside`).
+ * service, keeper, install and watchdog threads run only tide code), or
+ * when the calling thread is inside a tide call made from here (`inside`).
  */
 #include <dlfcn.h>
 #include <errno.h>

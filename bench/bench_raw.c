@@ -4,7 +4,9 @@
  *
  *   uffd   MISSING fault + UFFDIO_COPY round trip of a minimal handler, with
  *          the handler on the app's vCPU, on the other vCPU (blocking), and
- *          busy-polling on the other vCPU; 4 KiB and 64 KiB pages
+ *          busy-polling on the other vCPU; unpinned, with keeper threads or a
+ *          CPU latency request of 0, and busy-polling with the request
+ *          (pinned apart, or unpinned: *poll_qos); 4 KiB and 64 KiB pages
  *   uffdb  the same-vCPU 4 KiB round trip alone, walking as bench_fault's
  *          permread does (80% of --budget, far-apart stride), named
  *          uffd.same.4k.beside: run.sh runs it just before and just after
@@ -14,7 +16,9 @@
  *   wpasync  dirty tracking per written page, sync uffd-wp vs WP_ASYNC +
  *          PAGEMAP_SCAN (raw_wpasync.c)
  *   pager  a minimal pager at its budget: pread from the page cache of --file,
- *          UFFDIO_COPY, MADV_DONTNEED of the oldest page, per fault; and the
+ *          UFFDIO_COPY, MADV_DONTNEED of the oldest page, per fault (same
+ *          vCPU; unpinned; unpinned busy-polling with a CPU latency request,
+ *          pager.unpinned_poll_qos); and the
  *          same filling by UFFDIO_MOVE of a staging page (pager.move_same)
  *   copy   one thread putting pages in place with nothing else to do: 64 KiB
  *          UFFDIO_COPY calls (and 512 KiB ones, tide's read size) from a
@@ -353,6 +357,11 @@ static void test_uffd(void)
 			keepers_run(false);
 			if ((qos = qos_hold()) >= 0) {
 				uffd_one("unpinned_qos", -1, -1, false, pages[i], false, false);
+				/* What a polling service thread can do at
+				 * best: the handler never sleeps, the app's
+				 * idle vCPU polls. */
+				uffd_one("poll_qos", 0, 1, true, pages[i], false, false);
+				uffd_one("unpinned_poll_qos", -1, -1, true, pages[i], false, false);
 				close(qos);
 			}
 		}
@@ -376,6 +385,16 @@ static void test_pager(void)
 {
 	uffd_one("same", 0, 0, false, 4 * KiB, false, true);
 	uffd_one("unpinned", -1, -1, false, 4 * KiB, false, true);
+	if (ncpu >= 2) {
+		/* As tide runs by default: the pager busy-polls, nothing is
+		 * pinned, idle vCPUs poll (a CPU latency request of 0). */
+		int qos = qos_hold();
+
+		if (qos >= 0) {
+			uffd_one("unpinned_poll_qos", -1, -1, true, 4 * KiB, false, true);
+			close(qos);
+		}
+	}
 	uffd_one("same", 0, 0, false, 64 * KiB, false, true);
 	/* The same pager filling with UFFDIO_MOVE (6.8+) instead of a copy:
 	 * what tide would gain from staging pages that are not io_uring fixed

@@ -338,6 +338,12 @@ static int qos_hold(void)
 	return fd;
 }
 
+static void qos_skip(const char *what, const char *variant, int err)
+{
+	printf("{\"name\":\"%s.%s.4k\",\"skip\":\"no CPU latency request: /dev/cpu_dma_latency: %s\"}\n",
+	       what, variant, strerror(err));
+}
+
 static void test_uffd(void)
 {
 	size_t pages[] = { 4 * KiB, 64 * KiB };
@@ -363,6 +369,12 @@ static void test_uffd(void)
 				uffd_one("poll_qos", 0, 1, true, pages[i], false, false);
 				uffd_one("unpinned_poll_qos", -1, -1, true, pages[i], false, false);
 				close(qos);
+			} else {
+				int err = errno;
+
+				qos_skip("uffd", "unpinned_qos", err);
+				qos_skip("uffd", "poll_qos", err);
+				qos_skip("uffd", "unpinned_poll_qos", err);
 			}
 		}
 	}
@@ -393,6 +405,8 @@ static void test_pager(void)
 		if (qos >= 0) {
 			uffd_one("unpinned_poll_qos", -1, -1, true, 4 * KiB, false, true);
 			close(qos);
+		} else {
+			qos_skip("pager", "unpinned_poll_qos", errno);
 		}
 	}
 	uffd_one("same", 0, 0, false, 64 * KiB, false, true);

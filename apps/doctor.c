@@ -7,7 +7,9 @@
  * and its fixed buffers against RLIMIT_MEMLOCK, O_DIRECT in --dir, the guest
  * kernel's halt polling (wake-ups at default placement), and the
  * kernel-layer hazards run live in children with timeouts, from which it
- * derives the verdict for each write-back path. Exit 0 when tide can run
+ * derives the verdict for each write-back path, and what a fault costs
+ * each way tide serves one (doctor_faults.c; bytes read back wrong are a
+ * reason, a way that cannot run is a warning). Exit 0 when tide can run
  * safely, 1 with the reasons otherwise, 2 for a usage error.
  */
 #include <errno.h>
@@ -26,6 +28,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "doctor_faults.h"
 #include "hazard.h"
 #include "internal.h"
 #include "tide.h"
@@ -56,7 +59,7 @@ static const struct {
 struct doctor {
 	const char *dir;
 	int timeout_ms;
-	bool json, hazards_on;
+	bool json, hazards_on, faults_on;
 
 	struct utsname uts;
 	int uffd_syscall, uffd_user_only, uffd_dev;   /* 0 ok, or -errno */
@@ -79,6 +82,8 @@ struct doctor {
 	char wake_why[160];
 	bool install_thread;                          /* a pool would have an install thread */
 	char install_why[160];
+
+	struct doctor_fault_cost cost[DOCTOR_FAULT_WAYS];
 
 	struct tide__hazard_result hz[TIDE__HZ_COUNT][TIDE__HZ_NMODES];
 	bool path_safe[2];                            /* [0] direct, [1] fixed */
@@ -303,6 +308,27 @@ static void check_install_thread(struct doctor *d)
 	d->install_thread = tide__installer_plan(&o, d->install_why, sizeof(d->install_why));
 }
 
+/* What a 4 KiB fault costs here each way; the advice when the default way
+ * is far from the best one a program could choose. */
+static void check_faults(struct doctor *d)
+{
+	const struct doctor_fault_cost *sv = &d->cost[DOCTOR_FAULT_SERVICE];
+	const struct doctor_fault_cost *sg = &d->cost[DOCTOR_FAULT_SIGNAL];
+
+	doctor_faults_measure(d->cost, 0.2);
+	for (enum doctor_fault_way w = 0; w < DOCTOR_FAULT_WAYS; w++)
+		if (d->cost[w].wrong)
+			REASON(d, "faults served by the %s: %s", doctor_fault_way_what(w), d->cost[w].why);
+		else if (d->cost[w].err)
+			WARN(d, "the fault cost (%s) could not be measured: %s", doctor_fault_way_name(w),
+			     d->cost[w].why);
+	if (!sv->err && !sg->err && sv->us > 1.5 * sg->us)
+		WARN(d, "a fault costs %.1f us served by the service thread here, %.1f us on the "
+		     "faulting thread: a program making no system call on its mappings may set "
+		     "TIDE_SIGNAL_FAULTS=1; one whose threads stay on their CPUs may pin the service "
+		     "thread beside them (TIDE_SERVICE_CPU, TIDE_SERVICE_THREADS)", sv->us, sg->us);
+}
+
 /* Every case in every set-up; a path is safe when each case it uses completes,
  * moves the right bytes and keeps the page write-protected. */
 static void run_hazards(struct doctor *d)
@@ -405,6 +431,18 @@ static void print_human(const struct doctor *d)
 		printf("  guest halt polling        off\n");
 	printf("wake polling                %s: %s\n", tide_wake_poll_name(d->wake_poll), d->wake_why);
 	printf("install thread              %s\n", d->install_why);
+	if (d->faults_on) {
+		printf("fault, 4 KiB, from memory   (each way 0.2 s; mean as the app saw it)\n");
+		for (int w = 0; w < DOCTOR_FAULT_WAYS; w++) {
+			const struct doctor_fault_cost *c = &d->cost[w];
+			const char *what = doctor_fault_way_what((enum doctor_fault_way)w);
+
+			if (c->err)
+				printf("  %-27s unavailable: %s\n", what, c->why);
+			else
+				printf("  %-27s %5.1f us  (%.0fk faults/s)\n", what, c->us, 1e3 / c->us);
+		}
+	}
 
 	if (d->hazards_on) {
 		printf("\nhazards: a thread touching its own write-protected page (timeout %d ms)\n",
@@ -520,6 +558,24 @@ static void print_json(const struct doctor *d)
 	cli_json_str(&j, "why", d->install_why);
 	cli_json_close(&j);
 
+	if (d->faults_on) {
+		cli_json_object(&j, "fault_cost");
+		for (int w = 0; w < DOCTOR_FAULT_WAYS; w++) {
+			const struct doctor_fault_cost *c = &d->cost[w];
+
+			cli_json_object(&j, doctor_fault_way_name((enum doctor_fault_way)w));
+			cli_json_bool(&j, "ok", c->err == 0);
+			if (c->err) {
+				cli_json_str(&j, "why", c->why);
+			} else {
+				cli_json_u64(&j, "faults", c->faults);
+				cli_json_double(&j, "us", c->us);
+			}
+			cli_json_close(&j);
+		}
+		cli_json_close(&j);
+	}
+
 	if (d->hazards_on) {
 		cli_json_array(&j, "hazards");
 		for (unsigned h = 0; h < TIDE__HZ_COUNT; h++)
@@ -556,14 +612,16 @@ static void print_json(const struct doctor *d)
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: tide doctor [--json] [--dir DIR] [--timeout MS] [--no-hazards]\n\n"
+		"usage: tide doctor [--json] [--dir DIR] [--timeout MS] [--no-hazards] [--no-faults]\n\n"
 		"Checks whether this machine can run tide safely, and how: kernel, userfaultfd\n"
-		"access and features, io_uring and fixed buffers, O_DIRECT in DIR, and the\n"
-		"kernel hazards (run live in child processes) behind each write-back path.\n\n"
+		"access and features, io_uring and fixed buffers, O_DIRECT in DIR, the kernel\n"
+		"hazards (run live in child processes) behind each write-back path, and what a\n"
+		"4 KiB fault costs served each way tide can serve it.\n\n"
 		"  --json         one JSON object on stdout instead of the table\n"
 		"  --dir DIR      where files will live (O_DIRECT check, hazard scratch; default .)\n"
 		"  --timeout MS   how long an operation may take before it counts as blocked (2000)\n"
-		"  --no-hazards   skip the hazard probes (the write-back verdict is then unknown)\n\n"
+		"  --no-hazards   skip the hazard probes (the write-back verdict is then unknown)\n"
+		"  --no-faults    skip measuring the fault cost (0.6 s)\n\n"
 		"Exit status: 0 tide can run safely, 1 it cannot (reasons printed), 2 usage.\n");
 }
 
@@ -574,6 +632,7 @@ int tide_cmd_doctor(int argc, char **argv)
 		{ "dir", required_argument, NULL, 'd' },
 		{ "timeout", required_argument, NULL, 't' },
 		{ "no-hazards", no_argument, NULL, 'n' },
+		{ "no-faults", no_argument, NULL, 'f' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -588,12 +647,14 @@ int tide_cmd_doctor(int argc, char **argv)
 	d->dir = ".";
 	d->timeout_ms = 2000;
 	d->hazards_on = true;
+	d->faults_on = true;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "jd:t:nh", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "jd:t:nfh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'j': d->json = true; break;
 		case 'd': d->dir = optarg; break;
 		case 'n': d->hazards_on = false; break;
+		case 'f': d->faults_on = false; break;
 		case 't':
 			if (cli_parse_uint("--timeout", optarg, 10, 600000, &v) < 0) {
 				free(d);
@@ -623,6 +684,12 @@ int tide_cmd_doctor(int argc, char **argv)
 		run_hazards(d);
 	else
 		d->hazards_on = false;
+	/* So do the fault costs; measured after the hazards, whose children
+	 * are gone by then. */
+	if (d->faults_on && d->nreasons == 0)
+		check_faults(d);
+	else
+		d->faults_on = false;
 	if (d->json)
 		print_json(d);
 	else

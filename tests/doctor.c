@@ -278,6 +278,35 @@ Test(doctor, healthy_machine_json)
 		expect_str("install_thread.used", used ? "true" : "false");
 		expect_str("install_thread.why", why);
 	}
+	/* What a fault costs each way, from the pools' own counts: every way
+	 * runs at least one pass over its 8 MiB region (2048 faults) and
+	 * checks the bytes; a way that could not run says why. The service
+	 * thread always can; the faulting thread where the kernel has SIGBUS. */
+	{
+		static const char *const ways[] = { "service", "pinned", "signal" };
+		uint64_t have = 0;
+
+		for (int i = 0; i < 3; i++) {
+			const char *ok, *v;
+
+			snprintf(path, sizeof(path), "fault_cost.%s.ok", ways[i]);
+			ok = get(&doc, path);
+			cr_assert(ok, "no %s", path);
+			if (i == 2 && !(tide__uffd_features(&have) == 0 && (have & UFFD_FEATURE_SIGBUS))) {
+				snprintf(path, sizeof(path), "fault_cost.%s.why", ways[i]);
+				cr_assert(get(&doc, path) && *get(&doc, path), "no %s", path);
+				continue;
+			}
+			cr_assert_str_eq(ok, "true", "%s: %s", path, out);
+			snprintf(path, sizeof(path), "fault_cost.%s.faults", ways[i]);
+			v = get(&doc, path);
+			cr_assert(v && strtoull(v, NULL, 10) >= 2048, "%s = %s", path, v ? v : "none");
+			snprintf(path, sizeof(path), "fault_cost.%s.us", ways[i]);
+			v = get(&doc, path);
+			cr_assert(v && strtod(v, NULL) > 0 && strtod(v, NULL) < 1e4, "%s = %s", path,
+				  v ? v : "none");
+		}
+	}
 }
 
 Test(doctor, human_table)
@@ -288,6 +317,7 @@ Test(doctor, human_table)
 	cr_assert_eq(doctor(out, sizeof(out), -1, args), 0, "%s", out);
 	cr_assert(strstr(out, "verdict: tide can run safely here"), "%s", out);
 	cr_assert(strstr(out, "direct-read") && strstr(out, "write-back fixed"), "%s", out);
+	cr_assert(strstr(out, "service thread, as placed") && strstr(out, " us  ("), "%s", out);
 }
 
 Test(doctor, help_and_usage_errors)
@@ -311,6 +341,18 @@ Test(doctor, no_hazards_leaves_the_verdict_unknown)
 	parse(&doc, out);
 	cr_assert_null(get(&doc, "hazards.length"));
 	cr_assert_null(get(&doc, "writeback.auto"));
+	cr_assert(get(&doc, "fault_cost.service.ok"), "%s", out);
+}
+
+Test(doctor, no_faults_measures_none)
+{
+	const char *args[] = { "--json", "--no-hazards", "--no-faults", NULL };
+
+	test_require_uffd();
+	cr_assert_eq(doctor(out, sizeof(out), -1, args), 0, "%s", out);
+	parse(&doc, out);
+	cr_assert_null(get(&doc, "fault_cost.service.ok"), "%s", out);
+	expect_str("ok", "true");
 }
 
 /* A directory name with quotes, backslashes and control characters must come

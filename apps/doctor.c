@@ -322,7 +322,7 @@ static void check_faults(struct doctor *d)
 		else if (d->cost[w].err)
 			WARN(d, "the fault cost (%s) could not be measured: %s", doctor_fault_way_name(w),
 			     d->cost[w].why);
-	if (!sv->err && !sg->err && sv->us > 1.5 * sg->us)
+	if (!sv->err && !sg->err && sv->us > 1.3 * sg->us)
 		WARN(d, "a fault costs %.1f us served by the service thread here, %.1f us on the "
 		     "faulting thread: a program making no system call on its mappings may set "
 		     "TIDE_SIGNAL_FAULTS=1; one whose threads stay on their CPUs may pin the service "

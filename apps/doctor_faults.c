@@ -98,11 +98,13 @@ static unsigned gcd(unsigned a, unsigned b)
 	return a;
 }
 
-static int fail(struct doctor_fault_cost *c, int err, const char *what)
+/* A call that failed with -errno `err`: tide's own sentence for a tide
+ * call, the errno's for a system call. */
+static int fail(struct doctor_fault_cost *c, int err, const char *what, bool tide_call)
 {
 	c->err = err < 0 ? err : -EIO;
 	snprintf(c->why, sizeof(c->why), "%s: %s", what,
-		 tide_last_error()[0] ? tide_last_error() : strerror(-c->err));
+		 tide_call && tide_last_error()[0] ? tide_last_error() : strerror(-c->err));
 	return c->err;
 }
 
@@ -120,7 +122,7 @@ static int touch(struct doctor_fault_cost *c, tide_pool *pool, unsigned char *da
 	while (gcd(stride, pages) != 1)
 		stride++;
 	if ((ret = tide_pool_stats(pool, &before)) < 0)
-		return fail(c, ret, "tide_pool_stats");
+		return fail(c, ret, "tide_pool_stats", true);
 	do {
 		unsigned char *base = tide_map_store(pool, &mem_ops, data, 0, REGION_BYTES,
 						     TIDE_PROT_READ, PAGE_BYTES);
@@ -128,14 +130,14 @@ static int touch(struct doctor_fault_cost *c, tide_pool *pool, unsigned char *da
 		unsigned bad = 0;
 
 		if (!base)
-			return fail(c, -errno, "tide_map_store");
+			return fail(c, -errno, "tide_map_store", true);
 		t0 = now_ns();
 		for (unsigned i = 0, pg = 0; i < pages; i++, pg = (pg + stride) % pages)
 			bad += *(volatile unsigned char *)(base + (size_t)pg * PAGE_BYTES) !=
 			       data[(size_t)pg * PAGE_BYTES];
 		spent += now_ns() - t0;
 		if ((ret = tide_unmap(base)) < 0)
-			return fail(c, ret, "tide_unmap");
+			return fail(c, ret, "tide_unmap", true);
 		if (bad) {
 			c->wrong = bad;
 			snprintf(c->why, sizeof(c->why), "%u of %u pages read back other bytes "
@@ -144,7 +146,7 @@ static int touch(struct doctor_fault_cost *c, tide_pool *pool, unsigned char *da
 		}
 	} while (now_ns() < deadline);
 	if ((ret = tide_pool_stats(pool, &after)) < 0)
-		return fail(c, ret, "tide_pool_stats");
+		return fail(c, ret, "tide_pool_stats", true);
 	c->faults = after.faults - before.faults;
 	if (!c->faults) {
 		snprintf(c->why, sizeof(c->why), "the pool counted no fault");
@@ -173,13 +175,13 @@ static void measure(struct doctor_fault_cost *c, enum doctor_fault_way way,
 		 * its own affinity comes back after. */
 		cpu = sched_getcpu();
 		if (cpu < 0 || sched_getaffinity(0, sizeof(was), &was) < 0) {
-			fail(c, -errno, "sched_getcpu");
+			fail(c, -errno, cpu < 0 ? "sched_getcpu" : "sched_getaffinity", false);
 			return;
 		}
 		CPU_ZERO(&here);
 		CPU_SET(cpu, &here);
 		if (sched_setaffinity(0, sizeof(here), &here) < 0) {
-			fail(c, -errno, "sched_setaffinity");
+			fail(c, -errno, "sched_setaffinity", false);
 			return;
 		}
 		pinned = true;
@@ -187,11 +189,11 @@ static void measure(struct doctor_fault_cost *c, enum doctor_fault_way way,
 		o.wake_poll_us = 0;    /* nobody sleeps on another vCPU */
 	}
 	if ((ret = tide_pool_create(&pool, &o)) < 0) {
-		fail(c, ret, "tide_pool_create");
+		fail(c, ret, "tide_pool_create", true);
 	} else {
 		touch(c, pool, data, secs);
 		if ((ret = tide_pool_destroy(pool)) < 0 && !c->err)
-			fail(c, ret, "tide_pool_destroy");
+			fail(c, ret, "tide_pool_destroy", true);
 	}
 	if (pinned)
 		sched_setaffinity(0, sizeof(was), &was);

@@ -57,7 +57,8 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-/* The store: REGION_BYTES in memory; a fill copies and completes at once. */
+/* The store: REGION_BYTES in memory; a fill copies and completes at once.
+ * The region is mapped read-only, so the store needs no write or flush. */
 static int mem_read(void *store, struct tide_io *io, void *buf, size_t len, uint64_t off)
 {
 	size_t n = off < REGION_BYTES ? (REGION_BYTES - off < len ? REGION_BYTES - off : len) : 0;
@@ -67,25 +68,7 @@ static int mem_read(void *store, struct tide_io *io, void *buf, size_t len, uint
 	return 0;
 }
 
-static int mem_write(void *store, struct tide_io *io, const void *buf, size_t len, uint64_t off)
-{
-	size_t n = off < REGION_BYTES ? (REGION_BYTES - off < len ? REGION_BYTES - off : len) : 0;
-
-	memcpy((unsigned char *)store + off, buf, n);
-	tide_io_complete(io, (ssize_t)n);
-	return 0;
-}
-
-static int mem_flush(void *store, struct tide_io *io)
-{
-	(void)store;
-	tide_io_complete(io, 0);
-	return 0;
-}
-
-static const struct tide_store_ops mem_ops = {
-	.read = mem_read, .write = mem_write, .flush = mem_flush,
-};
+static const struct tide_store_ops mem_ops = { .read = mem_read };
 
 static unsigned gcd(unsigned a, unsigned b)
 {

@@ -29,6 +29,9 @@
  *   sigbus the fault served on the faulting thread (UFFD_FEATURE_SIGBUS): its
  *          SIGBUS handler copies a static page (uffd.sigbus) or is the
  *          minimal pager (pager.sigbus), pinned to vCPU 0, no second thread
+ *   share  the minimal pager in SIGBUS handlers on random 4 KiB faults over a
+ *          region as large as --file, drops batched, one app thread and two
+ *          sharing the region (pager.rand.sigbus.4k[.t2], raw_share.c)
  *   uring  io_uring O_DIRECT with fixed buffers on --file (raw_uring.c)
  *   uringw the sequential write of `uring` alone, named ...qd32.beside: run.sh
  *          runs it just before and just after each tide eviction figure, so
@@ -656,7 +659,7 @@ int main(int argc, char **argv)
 	static const struct { const char *name; void (*fn)(void); } tests[] = {
 		{ "mkfile", test_mkfile }, { "uffd", test_uffd }, { "uffd2", test_uffd2 },
 		{ "wp", test_wp }, { "wpasync", test_wpasync }, { "pager", test_pager },
-		{ "uffdb", test_uffdb }, { "sigbus", test_sigbus }, { "copy", test_copy },
+		{ "uffdb", test_uffdb }, { "sigbus", test_sigbus }, { "share", test_share }, { "copy", test_copy },
 		{ "uring", test_uring }, { "uringw", test_uringw }, { "uringwf", test_uringwf },
 		{ "mmap", test_mmap },
 	};
@@ -665,7 +668,7 @@ int main(int argc, char **argv)
 	ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
 	if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
 		printf("usage: bench_raw [--secs S] [--file F] [--size N] [--budget N] TEST...\n"
-		       "  TEST = mkfile|uffd|uffdb|uffd2|wp|wpasync|pager|copy|sigbus|uring|uringw|uringwf|mmap (see the top of bench_raw.c)\n");
+		       "  TEST = mkfile|uffd|uffdb|uffd2|wp|wpasync|pager|copy|sigbus|share|uring|uringw|uringwf|mmap (see the top of bench_raw.c)\n");
 		return 0;
 	}
 	for (i = 1; i < argc && argv[i][0] == '-'; i += 2) {
@@ -684,7 +687,7 @@ int main(int argc, char **argv)
 	}
 	if (secs <= 0 || i >= argc)
 		die("usage: bench_raw [--secs S] [--file F] [--size N] [--budget N] "
-		    "mkfile|uffd|uffdb|uffd2|wp|wpasync|pager|copy|sigbus|uring|uringw|uringwf|mmap...");
+		    "mkfile|uffd|uffdb|uffd2|wp|wpasync|pager|copy|sigbus|share|uring|uringw|uringwf|mmap...");
 	for (; i < argc; i++) {
 		size_t t;
 		for (t = 0; t < sizeof(tests) / sizeof(tests[0]); t++)

@@ -50,5 +50,6 @@ void test_uring(void);    /* raw_uring.c */
 void test_uringw(void);
 void test_uringwf(void);
 void test_mmap(void);     /* raw_mmap.c */
+void test_share(void);    /* raw_share.c */
 
 #endif /* TIDE_BENCH_RAW_H */

@@ -69,7 +69,7 @@ bytes=$(echo "$budget" | awk '{ n = $0 + 0; u = substr($0, length($0));
 "$raw" --file "$data" --size $((bytes * 4)) mkfile
 
 tag() { awk -v r="$1" '{ sub(/^\{/, "{\"rep\":" r ","); print }'; }
-part_raw() { "$raw" --secs "$secs" --file "$data" --budget "$budget" uffd uffd2 wp wpasync pager copy sigbus uring | tag "$1" >>"$jsonl"; }
+part_raw() { "$raw" --secs "$secs" --file "$data" --budget "$budget" uffd uffd2 wp wpasync pager copy sigbus share uring | tag "$1" >>"$jsonl"; }
 beside() { "$raw" --secs "$secs" --file "$data" --budget "$budget" "$1" | tag "$2" >>"$jsonl"; }
 part_mmap() { "$raw" --secs "$secs" --file "$data" --budget "$budget" mmap | tag "$1" >>"$jsonl"; }
 # One process per tide figure: a hang or crash costs that figure only.
@@ -337,6 +337,7 @@ END {
 	row("same, one service thread, vs what one server can do: one shared uffd and one handler thread for both", "tide.permread.cache.4k.t2.pin0", "faults_per_s", "uffd2.shared.4k", "per_s", "")
 	row("one app thread on two shards (pinned, polling off): its walk fits once its shard borrows the budget of the idle shard; evictions and peak in the last table (vs one service thread)", "tide.permread.cache.4k.pin0.shards", "faults_per_s", "tide.permread.cache.4k.pin0", "faults_per_s", "")
 	row("two app threads sharing a region, default placement, full pool", "tide.randread.cache.4k.t2", "faults_per_s", "uffd2.percpu.4k", "per_s", 0.7)
+	row("same, vs two minimal pagers in SIGBUS handlers sharing one region (raw_share.c; no second thread at all)", "tide.randread.cache.4k.t2", "faults_per_s", "pager.rand.sigbus.4k.t2", "per_s", "")
 	row("same, keeper threads (TIDE_WAKE_QOS=0)", "tide.randread.cache.4k.t2.threads", "faults_per_s", "uffd2.percpu.4k", "per_s", 0.7)
 	row("same, the service thread not polling (TIDE_SPIN_US=0)", "tide.randread.cache.4k.t2.nospin", "faults_per_s", "uffd2.percpu.4k", "per_s", 0.7)
 	row("same, no polling", "tide.randread.cache.4k.t2.nopoll", "faults_per_s", "uffd2.percpu.4k", "per_s", 0.7)
@@ -354,6 +355,10 @@ END {
 	row("same, full pool, vs the minimal pager in a SIGBUS handler", "tide.randread.cache.4k.sig", "faults_per_s", "pager.sigbus.4k", "per_s", "")
 	row("same, two app threads, one vCPU each, own regions, TIDE_SERVICE_THREADS=2 (vs one uffd + handler per vCPU)", "tide.permread.cache.4k.t2.pin0.shards.sig", "faults_per_s", "uffd2.percpu.4k", "per_s", 0.7)
 	row("same, two app threads sharing a region, full pool, default placement", "tide.randread.cache.4k.t2.sig", "faults_per_s", "uffd2.percpu.4k", "per_s", 0.7)
+	row("same, sharing a region, vs two minimal pagers in SIGBUS handlers sharing one region (random faults, drops batched, no lock between them)", "tide.randread.cache.4k.t2.sig", "faults_per_s", "pager.rand.sigbus.4k.t2", "per_s", "")
+	row("same, one app thread, full pool, vs that pager alone", "tide.randread.cache.4k.sig", "faults_per_s", "pager.rand.sigbus.4k", "per_s", "")
+	row("raw: two minimal SIGBUS pagers sharing one region, full pool (vs one uffd + handler per vCPU, own regions, no eviction)", "pager.rand.sigbus.4k.t2", "per_s", "uffd2.percpu.4k", "per_s", "")
+	row("raw: the same, two pagers sharing a region vs one alone (what the kernel leaves of twice one)", "pager.rand.sigbus.4k.t2", "per_s", "pager.rand.sigbus.4k", "per_s", "")
 	row("same, sequential fill from disk, 64 KiB pages (vs io_uring seq read QD32)", "tide.seqread.disk.64k.sig", "fill_mbps", "uring.seqread.64k.qd32", "mbps", 0.9, "MB/s")
 	row("same, random 4 KiB fill, 8 app threads (vs io_uring rand read QD8)", "tide.randread.disk.4k.t8.sig", "fills_per_s", "uring.randread.4k.qd8", "per_s", 0.7)
 	row("raw: the same-vCPU round trip walking as permread does (80% of the budget, far-apart stride), just before and after the pinned figures (vs the raw part: 16 MiB in order)", "uffd.same.4k.beside", "per_s", "uffd.same.4k", "per_s", "")

@@ -366,9 +366,8 @@ static void test_uffd(void)
 			keepers_run(false);
 			if ((qos = qos_hold()) >= 0) {
 				uffd_one("unpinned_qos", -1, -1, false, pages[i], false, false);
-				/* What a polling service thread can do at
-				 * best: the handler never sleeps, the app's
-				 * idle vCPU polls. */
+				/* A polling service thread at best: no
+				 * side sleeps, the app's idle vCPU polls. */
 				uffd_one("poll_qos", 0, 1, true, pages[i], false, false);
 				uffd_one("unpinned_poll_qos", -1, -1, true, pages[i], false, false);
 				close(qos);

@@ -18,9 +18,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "doctor_faults.h"
+#include "internal.h"
 #include "tide.h"
 
 #define REGION_BYTES (8u << 20)
@@ -49,14 +49,6 @@ const char *doctor_fault_way_what(enum doctor_fault_way w)
 	return w < DOCTOR_FAULT_WAYS ? way_what[w] : "?";
 }
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 /* The store: REGION_BYTES in memory; a fill copies and completes at once.
  * The region is mapped read-only, so the store needs no write or flush. */
 static int mem_read(void *store, struct tide_io *io, void *buf, size_t len, uint64_t off)
@@ -69,17 +61,6 @@ static int mem_read(void *store, struct tide_io *io, void *buf, size_t len, uint
 }
 
 static const struct tide_store_ops mem_ops = { .read = mem_read };
-
-static unsigned gcd(unsigned a, unsigned b)
-{
-	while (b) {
-		unsigned t = a % b;
-
-		a = b;
-		b = t;
-	}
-	return a;
-}
 
 /* A call that failed with -errno `err`: tide's own sentence for a tide
  * call, the errno's for a system call. */
@@ -97,13 +78,15 @@ static int fail(struct doctor_fault_cost *c, int err, const char *what, bool tid
 static int touch(struct doctor_fault_cost *c, tide_pool *pool, unsigned char *data, double secs)
 {
 	const unsigned pages = REGION_BYTES / PAGE_BYTES;
-	unsigned stride = (unsigned)(pages * 0.618) + 1;
-	uint64_t spent = 0, deadline = now_ns() + (uint64_t)(secs * 1e9);
+	/* Odd, so coprime with the page count, a power of two: every page
+	 * once per pass. */
+	const unsigned stride = (unsigned)(pages * 0.618) | 1;
+	uint64_t spent = 0, deadline = tide__now_ns() + (uint64_t)(secs * 1e9);
 	struct tide_stats before, after;
 	int ret;
 
-	while (gcd(stride, pages) != 1)
-		stride++;
+	_Static_assert(!((REGION_BYTES / PAGE_BYTES) & (REGION_BYTES / PAGE_BYTES - 1)),
+		       "the walk's stride needs a power-of-two page count");
 	if ((ret = tide_pool_stats(pool, &before)) < 0)
 		return fail(c, ret, "tide_pool_stats", true);
 	do {
@@ -114,11 +97,11 @@ static int touch(struct doctor_fault_cost *c, tide_pool *pool, unsigned char *da
 
 		if (!base)
 			return fail(c, -errno, "tide_map_store", true);
-		t0 = now_ns();
+		t0 = tide__now_ns();
 		for (unsigned i = 0, pg = 0; i < pages; i++, pg = (pg + stride) % pages)
 			bad += *(volatile unsigned char *)(base + (size_t)pg * PAGE_BYTES) !=
 			       data[(size_t)pg * PAGE_BYTES];
-		spent += now_ns() - t0;
+		spent += tide__now_ns() - t0;
 		if ((ret = tide_unmap(base)) < 0)
 			return fail(c, ret, "tide_unmap", true);
 		if (bad) {
@@ -127,7 +110,7 @@ static int touch(struct doctor_fault_cost *c, tide_pool *pool, unsigned char *da
 				 "than the store holds", bad, pages);
 			return c->err = -EIO;
 		}
-	} while (now_ns() < deadline);
+	} while (tide__now_ns() < deadline);
 	if ((ret = tide_pool_stats(pool, &after)) < 0)
 		return fail(c, ret, "tide_pool_stats", true);
 	c->faults = after.faults - before.faults;

@@ -282,13 +282,7 @@ static void place_file(int fd, bool cache)
 		posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
 		return;
 	}
-	char *buf = malloc(4 * MiB);
-	if (!buf)
-		die("out of memory");
-	for (uint64_t off = 0; off < file_size; off += 4 * MiB)
-		if (pread(fd, buf, 4 * MiB, (off_t)off) < 0)
-			die("warm %s: %s", file, strerror(errno));
-	free(buf);
+	warm_file(fd, file_size, file);
 }
 
 /* The mem source's bytes: the file, read once per process. */

@@ -171,13 +171,8 @@ void handler_start(struct handler *h, int cpu, bool poll, size_t page)
 /* Turn a handler into the minimal pager, with --file warm in the page cache. */
 static void handler_pager(struct handler *h, size_t keep)
 {
-	char *buf = malloc(4 * MiB);
-
 	h->fd = open_file(O_RDONLY);
-	for (uint64_t off = 0; buf && off < file_size; off += 4 * MiB)
-		if (pread(h->fd, buf, 4 * MiB, (off_t)off) < 0)
-			die("warm %s: %s", file, strerror(errno));
-	free(buf);
+	warm_file(h->fd, file_size, file);
 	h->keep = keep;
 	if (pager_move)
 		h->stage = map_aligned(h->page, h->page);

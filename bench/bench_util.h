@@ -18,6 +18,7 @@
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
+#include <unistd.h>
 
 #define KiB (1024ull)
 #define MiB (1024ull * 1024)
@@ -272,6 +273,20 @@ static inline char *map_anon(size_t len, size_t align, bool huge)
 		munmap(a + len, (size_t)(p + align - a));
 	madvise(a, len, huge ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
 	return a;
+}
+
+/* The first `size` bytes of the file open on fd (`name` for errors) read
+ * into the page cache, so fills from it cost a copy, not a disk read. */
+static inline void warm_file(int fd, uint64_t size, const char *name)
+{
+	char *buf = malloc(4 * MiB);
+
+	if (!buf)
+		die("out of memory");
+	for (uint64_t off = 0; off < size; off += 4 * MiB)
+		if (pread(fd, buf, 4 * MiB, (off_t)off) < 0)
+			die("warm %s: %s", name, strerror(errno));
+	free(buf);
 }
 
 /* Without THP: a fault would be a 2 MiB one; the bench wants pages. */

@@ -172,13 +172,8 @@ static void share_one(int nthreads)
 
 void test_share(void)
 {
-	char *buf = malloc(4 * MiB);
-
 	sh.fd = open_file(O_RDONLY);
-	for (uint64_t off = 0; buf && off < file_size; off += 4 * MiB)
-		if (pread(sh.fd, buf, 4 * MiB, (off_t)off) < 0)
-			die("warm %s: %s", file, strerror(errno));
-	free(buf);
+	warm_file(sh.fd, file_size, file);
 	sh.pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0U);
 	share_one(1);
 	share_one(2);
